@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/queuewatch/queuewatch/config"
+	"github.com/queuewatch/queuewatch/events"
+	"github.com/queuewatch/queuewatch/periskope/periskopetest"
+)
+
+const testKey = "sk-live-QW-BINARY-7f3e9a1c"
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--help"}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d, stderr %s", code, errb.String())
+	}
+	for _, v := range config.Vars() {
+		if !strings.Contains(out.String(), v.Name) {
+			t.Errorf("--help does not list %s", v.Name)
+		}
+	}
+}
+
+func TestBadConfigExits2NamingTheVariable(t *testing.T) {
+	t.Setenv("QUEUEWATCH_API_KEY", testKey)
+	t.Setenv("QUEUEWATCH_PHONES", "918527184400")
+	t.Setenv("QUEUEWATCH_POLL_INTERVAL", "soon")
+	var out, errb bytes.Buffer
+	if code := run([]string{"run"}, &out, &errb); code != exitUsage {
+		t.Fatalf("exit %d, want %d; stderr %s", code, exitUsage, errb.String())
+	}
+	msg := errb.String()
+	if !strings.Contains(msg, "QUEUEWATCH_POLL_INTERVAL") || strings.Count(strings.TrimSpace(msg), "\n") != 0 {
+		t.Errorf("want one line naming QUEUEWATCH_POLL_INTERVAL, got %q", msg)
+	}
+	if strings.Contains(msg, testKey) {
+		t.Error("the API key leaked into the error")
+	}
+}
+
+func TestUnknownCommandExits2(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"frobnicate"}, &out, &errb); code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
+	}
+}
+
+// buildBinary builds a main package into dir and returns its path.
+func buildBinary(t *testing.T, dir, name, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build %s: %v", pkg, err)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBinaryAgainstExternalNATS builds queuewatch and nats-server, runs
+// `nats-server -js` as its own process and queuewatch configured only by
+// environment variables, and receives the events with a plain core NATS
+// subscription on queue.job.status_changed (what `nats sub` does).
+func TestBinaryAgainstExternalNATS(t *testing.T) {
+	dir := t.TempDir()
+	qw := buildBinary(t, dir, "queuewatch", ".")
+	ns := buildBinary(t, dir, "nats-server", "github.com/nats-io/nats-server/v2")
+
+	port := freePort(t)
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	srv := exec.Command(ns, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", filepath.Join(dir, "js"))
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+
+	var nc *nats.Conn
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var err error
+		if nc, err = nats.Connect(natsURL); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer nc.Close()
+	received := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe("queue.job.status_changed", received)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	api := periskopetest.NewServer(testKey)
+	defer api.Close()
+	job := periskopetest.Job{QueueID: "5df4cb6d-9f2b-46b6-936e-8e6f4b1a5400", UniqueID: "3EB0A0A8F90A01259C81A3",
+		ChatID: "8824248940@c.us", PerformedBy: "api", Status: "queued", StatusDescription: "Queued.",
+		Timeline: map[string]string{"queued_at": "2026-04-01T14:23:21.279Z"}, Attempts: 1}
+	api.Upsert("918527184400", job)
+
+	var stderr lockedBuffer
+	cmd := exec.Command(qw)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"QUEUEWATCH_API_KEY=" + testKey,
+		"QUEUEWATCH_API_URL=" + api.URL,
+		"QUEUEWATCH_PHONES=918527184400",
+		"QUEUEWATCH_NATS_URL=" + natsURL,
+		"QUEUEWATCH_POLL_INTERVAL=100ms",
+		"QUEUEWATCH_EMIT_BASELINE=true",
+		"QUEUEWATCH_HTTP_ADDR=127.0.0.1:0",
+		"QUEUEWATCH_LOG_LEVEL=debug",
+	}
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+
+	expect := func(prev, status string) {
+		t.Helper()
+		select {
+		case m := <-received:
+			ev, err := events.Decode(m.Data)
+			if err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			if ev.Data.PreviousStatus != prev || ev.Data.Status != status || ev.Data.QueueID != job.QueueID {
+				t.Fatalf("got %q→%q for %s, want %q→%q", ev.Data.PreviousStatus, ev.Data.Status, ev.Data.QueueID, prev, status)
+			}
+			if m.Header.Get("Nats-Msg-Id") != ev.ID {
+				t.Errorf("Nats-Msg-Id %q != id %q", m.Header.Get("Nats-Msg-Id"), ev.ID)
+			}
+		case err := <-exited:
+			t.Fatalf("queuewatch exited early: %v\n%s", err, stderr.String())
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no event %q→%q within 30s; queuewatch output:\n%s", prev, status, stderr.String())
+		}
+	}
+	expect("", "queued") // EMIT_BASELINE=true: the first sight is an event
+	job.Status = "sending"
+	api.Upsert("918527184400", job)
+	expect("queued", "sending")
+	job.Status, job.MessageID = "sent", "true_8824248940@c.us_3EB0A0A8F90A01259C81A3"
+	api.Upsert("918527184400", job)
+	expect("sending", "sent")
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatalf("queuewatch did not exit within 25s of SIGTERM\n%s", stderr.String())
+	}
+	logs := stderr.String()
+	if strings.Contains(logs, testKey) {
+		t.Error("the API key appears in queuewatch's output")
+	}
+	// Every line is JSON (LOG_FORMAT defaults to json).
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	for sc.Scan() {
+		var v map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Errorf("log line is not JSON: %q", sc.Text())
+		}
+	}
+	// The stream holds each transition once.
+	js, _ := nc.JetStream()
+	info, err := js.StreamInfo("QUEUE_JOB_EVENTS", nats.Context(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("stream holds %d events, want 3", info.State.Msgs)
+	}
+}

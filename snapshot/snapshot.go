@@ -1,0 +1,277 @@
+// Package snapshot keeps the last-known state of every job in a NATS
+// JetStream Key-Value bucket, one key per job ("<phone>.<queue_id>"), and a
+// marker per target that has recorded its baseline.
+//
+// Writes are compare-and-set on the key's revision: Create fails if the key
+// exists and Update fails if another writer got there first; both return
+// ErrConflict, and the caller re-reads and decides again.
+//
+// A local cache, kept current by a KV watcher (Watch) and by this process's
+// own writes, answers Cached. It can lag behind the bucket, so it is a hint
+// for skipping unchanged jobs, never the truth for a write: read with Get
+// before any write.
+package snapshot
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/queuewatch/queuewatch/diff"
+	"github.com/queuewatch/queuewatch/periskope"
+)
+
+// DefaultBucket is the default name of the snapshot bucket.
+const DefaultBucket = "queuewatch_snapshots"
+
+// ErrConflict is returned by Create and Update when the key moved on since
+// it was read: another replica wrote it first.
+var ErrConflict = errors.New("snapshot: revision conflict")
+
+// Record is the stored value of a job's key.
+type Record struct {
+	diff.Snapshot
+	// SeenAt is when the snapshot was last written; the worker rewrites old
+	// snapshots of jobs it still sees so the bucket TTL does not expire them.
+	SeenAt time.Time `json:"seen_at"`
+}
+
+// Config names the bucket and sets how long snapshots live.
+type Config struct {
+	Bucket   string
+	TTL      time.Duration
+	Replicas int
+}
+
+// KV is the snapshot store. It is safe for concurrent use.
+type KV struct {
+	kv     jetstream.KeyValue
+	cached sync.Map // key -> entry
+	ready  atomic.Bool
+}
+
+type entry struct {
+	rec Record
+	rev uint64
+}
+
+// Open binds to the bucket, creating it if it does not exist.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*KV, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "queuewatch: last-known snapshot of each queue job",
+			History:     1,
+			TTL:         cfg.TTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot bucket %s: %w", cfg.Bucket, err)
+	}
+	return &KV{kv: kv}, nil
+}
+
+var safeToken = regexp.MustCompile(`^[-_a-zA-Z0-9]+$`)
+
+// token returns s unchanged when a KV key token can hold it, else "=" and
+// its unpadded base64url form ("=" never appears in an unescaped token).
+func token(s string) string {
+	if safeToken.MatchString(s) {
+		return s
+	}
+	return "=" + base64.RawURLEncoding.EncodeToString([]byte(s))
+}
+
+// JobKey is the key of a job's snapshot: "<phone>.<queue_id>", each part
+// escaped when it holds characters a key cannot.
+func JobKey(phone, queueID string) string { return token(phone) + "." + token(queueID) }
+
+// BaselineKey is the key of a target's baseline marker. It has three or four
+// tokens, so it never collides with a job key.
+func BaselineKey(t periskope.Target) string {
+	switch {
+	case t.QueueID != "":
+		return "_baseline." + token(t.Phone) + ".queue." + token(t.QueueID)
+	case t.BroadcastID != "":
+		return "_baseline." + token(t.Phone) + ".broadcast." + token(t.BroadcastID)
+	}
+	return "_baseline." + token(t.Phone) + ".all"
+}
+
+// Cached returns the cached snapshot of key, if any. It never does I/O.
+func (s *KV) Cached(key string) (Record, bool) {
+	if e, ok := s.cached.Load(key); ok {
+		return e.(entry).rec, true
+	}
+	return Record{}, false
+}
+
+// Ready reports whether the watcher has loaded the bucket's initial values.
+func (s *KV) Ready() bool { return s.ready.Load() }
+
+// remember stores e in the cache unless the cache already holds a newer
+// revision of the key.
+func (s *KV) remember(key string, e entry) {
+	for {
+		old, loaded := s.cached.LoadOrStore(key, e)
+		if !loaded || old.(entry).rev >= e.rev {
+			return
+		}
+		if s.cached.CompareAndSwap(key, old, e) {
+			return
+		}
+	}
+}
+
+func (s *KV) forget(key string, rev uint64) {
+	if old, ok := s.cached.Load(key); ok && old.(entry).rev <= rev {
+		s.cached.CompareAndDelete(key, old)
+	}
+}
+
+// Get reads key from the bucket. found is false for a missing, deleted or
+// expired key. The cache is refreshed with what was read.
+func (s *KV) Get(ctx context.Context, key string) (rec Record, rev uint64, found bool, err error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		if old, ok := s.cached.Load(key); ok {
+			s.forget(key, old.(entry).rev)
+		}
+		return Record{}, 0, false, nil
+	}
+	if err != nil {
+		return Record{}, 0, false, fmt.Errorf("get snapshot %s: %w", key, err)
+	}
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return Record{}, 0, false, fmt.Errorf("get snapshot %s: value at revision %d is not a snapshot: %w", key, e.Revision(), err)
+	}
+	s.remember(key, entry{rec, e.Revision()})
+	return rec, e.Revision(), true, nil
+}
+
+// Create writes the first snapshot of key; ErrConflict if it exists.
+func (s *KV) Create(ctx context.Context, key string, rec Record) (uint64, error) {
+	return s.write(ctx, key, rec, 0, false)
+}
+
+// Update replaces the snapshot of key if its revision is still rev;
+// ErrConflict if another writer changed it.
+func (s *KV) Update(ctx context.Context, key string, rec Record, rev uint64) (uint64, error) {
+	return s.write(ctx, key, rec, rev, true)
+}
+
+func (s *KV) write(ctx context.Context, key string, rec Record, rev uint64, update bool) (uint64, error) {
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("encode snapshot %s: %w", key, err)
+	}
+	var newRev uint64
+	if update {
+		newRev, err = s.kv.Update(ctx, key, val, rev)
+	} else {
+		newRev, err = s.kv.Create(ctx, key, val)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
+		return 0, fmt.Errorf("write snapshot %s: %w", key, ErrConflict)
+	case err != nil:
+		return 0, fmt.Errorf("write snapshot %s: %w", key, err)
+	}
+	s.remember(key, entry{rec, newRev})
+	return newRev, nil
+}
+
+// Baselined returns when target t recorded its baseline, or the zero time
+// if it never did.
+func (s *KV) Baselined(ctx context.Context, t periskope.Target) (time.Time, error) {
+	rec, _, found, err := s.Get(ctx, BaselineKey(t))
+	if err != nil || !found {
+		return time.Time{}, err
+	}
+	return rec.SeenAt, nil
+}
+
+// MarkBaselined records (or refreshes) that target t has its baseline.
+func (s *KV) MarkBaselined(ctx context.Context, t periskope.Target, at time.Time) error {
+	key := BaselineKey(t)
+	val, err := json.Marshal(Record{SeenAt: at})
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, key, val); err != nil {
+		return fmt.Errorf("mark baseline of %s: %w", t, err)
+	}
+	return nil
+}
+
+// Watch keeps the cache current until ctx ends, re-watching after a pause
+// when the watcher fails or stops (as it can after a broker restart); each
+// such failure is passed to onError, which may be nil. It returns when ctx
+// is done.
+func (s *KV) Watch(ctx context.Context, retry time.Duration, onError func(error)) {
+	for {
+		err := s.watchOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if onError != nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
+}
+
+func (s *KV) watchOnce(ctx context.Context) error {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("snapshot: watcher closed")
+			}
+			if e == nil {
+				s.ready.Store(true)
+				continue
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				var rec Record
+				if json.Unmarshal(e.Value(), &rec) == nil {
+					s.remember(e.Key(), entry{rec, e.Revision()})
+				}
+			default: // delete, purge, TTL expiry
+				s.forget(e.Key(), e.Revision())
+			}
+		}
+	}
+}

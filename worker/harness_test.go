@@ -1,0 +1,290 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/queuewatch/queuewatch/events"
+	"github.com/queuewatch/queuewatch/internal/natstest"
+	"github.com/queuewatch/queuewatch/periskope"
+	"github.com/queuewatch/queuewatch/periskope/periskopetest"
+	"github.com/queuewatch/queuewatch/publisher"
+	"github.com/queuewatch/queuewatch/snapshot"
+	"github.com/queuewatch/queuewatch/worker"
+)
+
+// testKey is the API key of every test; a test checks it never leaks.
+const testKey = "sk-live-QW-TEST-a91b7c3d5e"
+
+// env is one test's world: a real in-process NATS server and a fake
+// Periskope API.
+type env struct {
+	t    *testing.T
+	nats *natstest.Server
+	api  *periskopetest.Server
+	js   jetstream.JetStream
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, nats: natstest.Run(t), api: periskopetest.NewServer(testKey)}
+	t.Cleanup(e.api.Close)
+	_, e.js = e.nats.Connect(t)
+	return e
+}
+
+// polls counts finished polls per target, so tests wait for progress
+// instead of sleeping.
+type polls struct {
+	mu   sync.Mutex
+	ok   map[string]int
+	errs []error
+	cond chan struct{} // closed and replaced on every poll
+}
+
+func newPolls() *polls { return &polls{ok: map[string]int{}, cond: make(chan struct{})} }
+
+func (p *polls) record(t periskope.Target, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.ok[t.String()]++
+	} else {
+		p.errs = append(p.errs, err)
+	}
+	close(p.cond)
+	p.cond = make(chan struct{})
+}
+
+func (p *polls) snapshot() (map[string]int, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := make(map[string]int, len(p.ok))
+	for k, v := range p.ok {
+		c[k] = v
+	}
+	return c, p.cond
+}
+
+// waitFresh waits until every target has finished at least two successful
+// polls after the call, so at least one of them read the API after it.
+func (p *polls) waitFresh(t testing.TB, targets []periskope.Target) {
+	t.Helper()
+	base, _ := p.snapshot()
+	deadline := time.After(30 * time.Second)
+	for {
+		now, changed := p.snapshot()
+		done := true
+		for _, tg := range targets {
+			if now[tg.String()] < base[tg.String()]+2 {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Fatalf("targets did not poll twice within 30s: before %v, now %v, errors %v", base, now, p.errs)
+		}
+	}
+}
+
+// replica is one running worker with its own client, publisher and store,
+// as a separate process would have.
+type replica struct {
+	cancel context.CancelFunc
+	done   chan error
+	polls  *polls
+}
+
+type replicaOpts struct {
+	emitBaseline bool
+	afterPublish func(key string) error
+	logger       *zap.Logger
+	polls        *polls // shared by restarted replicas; a new one if nil
+}
+
+func (e *env) start(targets []periskope.Target, o replicaOpts) *replica {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	client, err := periskope.NewClient(periskope.Options{BaseURL: e.api.URL, APIKey: testKey, Timeout: 5 * time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pub := publisher.New(e.js, publisher.Config{DuplicateWindow: 10 * time.Minute})
+	if err := pub.EnsureStream(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	store, err := snapshot.Open(ctx, e.js, snapshot.Config{TTL: time.Hour})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r := &replica{cancel: cancel, done: make(chan error, 1), polls: o.polls}
+	if r.polls == nil {
+		r.polls = newPolls()
+	}
+	log := o.logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	fast := func() backoff.BackOff { return backoff.NewConstantBackOff(10 * time.Millisecond) }
+	w := worker.New(client, pub, store, targets, worker.Options{
+		PollInterval: 10 * time.Millisecond,
+		EmitBaseline: o.emitBaseline,
+		SnapshotTTL:  time.Hour,
+		Backoff:      fast,
+		AuthBackoff:  fast,
+		Logger:       log,
+		AfterPoll:    r.polls.record,
+		AfterPublish: o.afterPublish,
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { store.Watch(ctx, 50*time.Millisecond, nil) })
+	go func() {
+		err := w.Run(ctx)
+		wg.Wait()
+		r.done <- err
+	}()
+	return r
+}
+
+// stop cancels the worker and waits for it to return.
+func (r *replica) stop(t testing.TB) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("worker.Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop within 30s")
+	}
+}
+
+// streamEvents returns every event the stream holds, in stream order.
+func (e *env) streamEvents(t testing.TB) []events.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	var out []events.Event
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("get msg %d: %v", seq, err)
+		}
+		ev, err := events.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", seq, err)
+		}
+		if got := m.Header.Get(events.HeaderMsgID); got != ev.ID {
+			t.Errorf("message %d: Nats-Msg-Id %q, event id %q", seq, got, ev.ID)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// transition is what the tests expect to see once in the stream.
+type transition struct {
+	phone, queueID, from, to string
+	attempts                 int
+}
+
+func (tr transition) String() string {
+	return fmt.Sprintf("%s/%s %q→%q #%d", tr.phone, tr.queueID, tr.from, tr.to, tr.attempts)
+}
+
+func asTransition(ev events.Event) transition {
+	return transition{ev.Data.Phone, ev.Data.QueueID, ev.Data.PreviousStatus, ev.Data.Status, ev.Data.Attempts}
+}
+
+// checkStream asserts the stream holds exactly want, each once, in per-job
+// order, with valid CloudEvents attributes and data that matches the job.
+func checkStream(t *testing.T, got []events.Event, want []transition, api *periskopetest.Server) {
+	t.Helper()
+	ids := map[string]bool{}
+	gotByJob := map[string][]transition{}
+	for _, ev := range got {
+		if ids[ev.ID] {
+			t.Errorf("event id %s twice in the stream (%v)", ev.ID, asTransition(ev))
+		}
+		ids[ev.ID] = true
+		checkCloudEvent(t, ev)
+		key := ev.Data.Phone + "/" + ev.Data.QueueID
+		gotByJob[key] = append(gotByJob[key], asTransition(ev))
+	}
+	wantByJob := map[string][]transition{}
+	for _, tr := range want {
+		key := tr.phone + "/" + tr.queueID
+		wantByJob[key] = append(wantByJob[key], tr)
+	}
+	for key, w := range wantByJob {
+		g := gotByJob[key]
+		if fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("job %s:\n got  %v\n want %v", key, g, w)
+		}
+	}
+	for key, g := range gotByJob {
+		if _, ok := wantByJob[key]; !ok {
+			t.Errorf("unexpected events for job %s: %v", key, g)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("stream holds %d events, want %d", len(got), len(want))
+	}
+}
+
+func checkCloudEvent(t *testing.T, ev events.Event) {
+	t.Helper()
+	if err := ev.Validate(); err != nil {
+		t.Errorf("event %s: %v", ev.ID, err)
+	}
+	if ev.DataContentType != "application/json" || ev.SpecVersion != "1.0" || ev.Type != "queue.job.status_changed" {
+		t.Errorf("event %s attributes: %+v", ev.ID, ev)
+	}
+	if ev.Time.IsZero() || !ev.Time.Equal(ev.Data.ObservedAt) {
+		t.Errorf("event %s: time %v, observed_at %v", ev.ID, ev.Time, ev.Data.ObservedAt)
+	}
+	// data.job is the item exactly as the API returned it.
+	var job periskopetest.Job
+	if err := json.Unmarshal(ev.Data.Job, &job); err != nil {
+		t.Errorf("event %s: data.job: %v", ev.ID, err)
+		return
+	}
+	if job.QueueID != ev.Data.QueueID || job.Status != ev.Data.Status || job.Attempts != ev.Data.Attempts ||
+		job.ChatID != ev.Data.ChatID || job.UniqueID != ev.Data.UniqueID || job.MessageID != ev.Data.MessageID ||
+		job.StatusDescription != ev.Data.StatusDescription {
+		t.Errorf("event %s: data %+v does not match data.job %+v", ev.ID, ev.Data, job)
+	}
+	for k, v := range job.Timeline {
+		ts, ok := ev.Data.Timeline[k]
+		if want, err := time.Parse(time.RFC3339Nano, v); !ok || err != nil || !ts.Equal(want) {
+			t.Errorf("event %s: timeline[%s] = %v, job has %q", ev.ID, k, ts, v)
+		}
+	}
+}

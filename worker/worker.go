@@ -1,0 +1,371 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/queuewatch/queuewatch/diff"
+	"github.com/queuewatch/queuewatch/events"
+	"github.com/queuewatch/queuewatch/periskope"
+	"github.com/queuewatch/queuewatch/snapshot"
+)
+
+// Lister lists the jobs of a target (periskope.Client).
+type Lister interface {
+	ListJobs(ctx context.Context, t periskope.Target) (*periskope.Result, error)
+}
+
+// Publisher publishes an event and waits for it to be stored
+// (publisher.NATS).
+type Publisher interface {
+	Publish(ctx context.Context, e events.Event) error
+}
+
+// Store keeps job snapshots and baseline markers (snapshot.KV). Create and
+// Update return an error wrapping snapshot.ErrConflict when they lose a
+// compare-and-set.
+type Store interface {
+	Cached(key string) (snapshot.Record, bool)
+	Get(ctx context.Context, key string) (snapshot.Record, uint64, bool, error)
+	Create(ctx context.Context, key string, rec snapshot.Record) (uint64, error)
+	Update(ctx context.Context, key string, rec snapshot.Record, rev uint64) (uint64, error)
+	Baselined(ctx context.Context, t periskope.Target) (time.Time, error)
+	MarkBaselined(ctx context.Context, t periskope.Target, at time.Time) error
+}
+
+// Options tune a Worker; the zero value of each field picks its default.
+type Options struct {
+	// PollInterval is the pause between successful polls of a target (5s).
+	PollInterval time.Duration
+	// EmitBaseline publishes events for the jobs found on a target's first
+	// poll instead of recording them silently.
+	EmitBaseline bool
+	// SnapshotTTL is the bucket's TTL; snapshots of jobs still returned by
+	// the API are rewritten after half of it so they do not expire (168h).
+	SnapshotTTL time.Duration
+	// CommitTimeout bounds one job's read+publish+commit, which is finished
+	// even after shutdown has begun (10s).
+	CommitTimeout time.Duration
+	// RateLimit caps API requests per second over all targets; 0 = no cap.
+	RateLimit float64
+	// Backoff returns the retry policy after failed polls (exponential from
+	// 1s to 2m with jitter), and AuthBackoff the one while the API rejects
+	// the credentials (1m to 15m).
+	Backoff, AuthBackoff func() backoff.BackOff
+	Logger               *zap.Logger
+	// Now is the clock (time.Now).
+	Now func() time.Time
+	// AfterPoll, if set, is called after every poll of a target with its
+	// outcome. Tests use it to wait for progress instead of sleeping.
+	AfterPoll func(t periskope.Target, err error)
+	// AfterPublish, if set, runs between an event's publish and the commit
+	// of its snapshot; an error aborts the poll there, as a crash would.
+	AfterPublish func(key string) error
+}
+
+// maxConflicts bounds how often one job is re-read after losing a
+// compare-and-set before the poll fails and is retried later.
+const maxConflicts = 8
+
+// Worker polls targets and turns their job changes into events.
+type Worker struct {
+	lister  Lister
+	pub     Publisher
+	store   Store
+	targets []periskope.Target
+	o       Options
+	log     *zap.Logger
+	limiter *rate.Limiter
+}
+
+// New returns a worker for targets. Run starts it.
+func New(l Lister, p Publisher, s Store, targets []periskope.Target, o Options) *Worker {
+	if o.PollInterval <= 0 {
+		o.PollInterval = 5 * time.Second
+	}
+	if o.SnapshotTTL <= 0 {
+		o.SnapshotTTL = 168 * time.Hour
+	}
+	if o.CommitTimeout <= 0 {
+		o.CommitTimeout = 10 * time.Second
+	}
+	if o.Backoff == nil {
+		o.Backoff = func() backoff.BackOff { return expBackoff(time.Second, 2*time.Minute) }
+	}
+	if o.AuthBackoff == nil {
+		o.AuthBackoff = func() backoff.BackOff { return expBackoff(time.Minute, 15*time.Minute) }
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	limit := rate.Inf
+	if o.RateLimit > 0 {
+		limit = rate.Limit(o.RateLimit)
+	}
+	return &Worker{
+		lister: l, pub: p, store: s, o: o, log: o.Logger,
+		targets: slices.Clone(targets),
+		limiter: rate.NewLimiter(limit, 1),
+	}
+}
+
+func expBackoff(initial, max time.Duration) backoff.BackOff {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(initial),
+		backoff.WithMaxInterval(max),
+		backoff.WithMaxElapsedTime(0), // never give up
+	)
+	return b
+}
+
+// Run polls every target until ctx is done, then returns nil once in-flight
+// publishes and commits have finished.
+func (w *Worker) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, t := range w.targets {
+		wg.Go(func() { w.loop(ctx, t) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop polls one target until ctx is done.
+func (w *Worker) loop(ctx context.Context, t periskope.Target) {
+	log := w.log.With(zap.String("target", MaskTarget(t)))
+	st := &targetState{backoff: w.o.Backoff(), authBackoff: w.o.AuthBackoff()}
+	for {
+		err := w.poll(ctx, t, st)
+		if ctx.Err() != nil {
+			return
+		}
+		if w.o.AfterPoll != nil {
+			w.o.AfterPoll(t, err)
+		}
+		wait := st.next(err, w.o.PollInterval, log)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// targetState is what a target's loop remembers between polls.
+type targetState struct {
+	backoff, authBackoff backoff.BackOff
+	authRejected         bool
+	failing              bool
+	baselinedAt          time.Time // zero until known
+}
+
+// next returns how long to wait after a poll that returned err, and logs
+// state changes once rather than on every poll.
+func (st *targetState) next(err error, interval time.Duration, log *zap.Logger) time.Duration {
+	var se *periskope.StatusError
+	auth := errors.As(err, &se) && se.AuthRejected()
+	switch {
+	case err == nil:
+		if st.authRejected || st.failing {
+			log.Info("polling recovered")
+		}
+		st.authRejected, st.failing = false, false
+		st.backoff.Reset()
+		st.authBackoff.Reset()
+		return interval
+	case auth:
+		if !st.authRejected {
+			log.Error("Periskope API rejected the credentials; backing off until they work (check QUEUEWATCH_API_KEY)", zap.Int("http_status", se.StatusCode))
+		}
+		st.authRejected = true
+		return st.authBackoff.NextBackOff()
+	}
+	wait := st.backoff.NextBackOff()
+	if ra, ok := periskope.RetryAfter(err); ok && ra > wait {
+		wait = ra
+	}
+	if !st.failing {
+		log.Warn("poll failed; retrying with backoff", zap.Error(err), zap.Duration("retry_in", wait))
+	} else {
+		log.Debug("poll failed again", zap.Error(err), zap.Duration("retry_in", wait))
+	}
+	st.failing = true
+	return wait
+}
+
+// poll lists a target's jobs once and handles each; the first failure ends
+// the poll (what was committed before it stays committed).
+func (w *Worker) poll(ctx context.Context, t periskope.Target, st *targetState) error {
+	if err := w.limiter.Wait(ctx); err != nil {
+		return err
+	}
+	res, err := w.lister.ListJobs(ctx, t)
+	if err != nil {
+		return err
+	}
+	for _, bad := range res.Invalid {
+		w.log.Warn("skipped an invalid job in the API response", zap.String("target", MaskTarget(t)), zap.Error(bad))
+	}
+	now := w.o.Now().UTC()
+	if st.baselinedAt.IsZero() {
+		if st.baselinedAt, err = w.store.Baselined(ctx, t); err != nil {
+			return err
+		}
+	}
+	baseline := st.baselinedAt.IsZero() && !w.o.EmitBaseline
+	for _, j := range res.Jobs {
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: start no new job
+		}
+		if err := w.handle(ctx, t, j, baseline, now); err != nil {
+			return err
+		}
+	}
+	if st.baselinedAt.IsZero() || now.Sub(st.baselinedAt) > w.o.SnapshotTTL/2 {
+		if err := w.store.MarkBaselined(ctx, t, now); err != nil {
+			return err
+		}
+		if baseline {
+			w.log.Info("recorded baseline", zap.String("target", MaskTarget(t)), zap.Int("jobs", len(res.Jobs)))
+		}
+		st.baselinedAt = now
+	}
+	return nil
+}
+
+// handle applies one polled job: diff, then publish and commit if needed.
+func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job, baseline bool, now time.Time) error {
+	key := snapshot.JobKey(t.Phone, j.QueueID)
+	cur := diffJob(j)
+	if rec, found := w.store.Cached(key); found {
+		// The cache only lags the bucket, and the bucket only moves forward,
+		// so "unchanged" or "stale" against the cache holds against the
+		// bucket too. Anything else is decided again on a fresh read.
+		switch d := diff.Compare(rec.Snapshot, true, cur, baseline); {
+		case d.Kind == diff.Stale:
+			w.stale(t, rec, j)
+			return nil
+		case d.Kind == diff.None && !w.needsRefresh(rec, now):
+			return nil
+		}
+	}
+	// From here the job's read+publish+commit is finished even if shutdown
+	// begins: cutting it short would be safe, finishing it is tidier.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.o.CommitTimeout)
+	defer cancel()
+	for range maxConflicts {
+		rec, rev, found, err := w.store.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		d := diff.Compare(rec.Snapshot, found, cur, baseline)
+		switch {
+		case d.Kind == diff.Stale:
+			w.stale(t, rec, j)
+			return nil
+		case d.Kind == diff.None && !w.needsRefresh(rec, now):
+			return nil
+		case d.Kind == diff.Event:
+			if err := w.pub.Publish(ctx, event(t, j, d, now)); err != nil {
+				return err
+			}
+			if w.o.AfterPublish != nil {
+				if err := w.o.AfterPublish(key); err != nil {
+					return err
+				}
+			}
+		}
+		next := snapshot.Record{Snapshot: d.Next, SeenAt: now}
+		if found {
+			_, err = w.store.Update(ctx, key, next, rev)
+		} else {
+			_, err = w.store.Create(ctx, key, next)
+		}
+		if !errors.Is(err, snapshot.ErrConflict) {
+			return err
+		}
+		w.log.Debug("snapshot changed under us; deciding again", zap.String("target", MaskTarget(t)), zap.String("queue_id", j.QueueID))
+	}
+	return fmt.Errorf("job %s: gave up after %d snapshot conflicts", j.QueueID, maxConflicts)
+}
+
+// stale notes a read older than the stored snapshot.
+func (w *Worker) stale(t periskope.Target, rec snapshot.Record, j periskope.Job) {
+	w.log.Debug("ignored a stale read", zap.String("target", MaskTarget(t)), zap.String("queue_id", j.QueueID),
+		zap.String("stored", rec.Status), zap.Int("stored_attempts", rec.Attempts),
+		zap.String("read", j.Status), zap.Int("read_attempts", j.Attempts))
+}
+
+func (w *Worker) needsRefresh(rec snapshot.Record, now time.Time) bool {
+	return now.Sub(rec.SeenAt) > w.o.SnapshotTTL/2
+}
+
+// diffJob maps an API job to what diff compares.
+func diffJob(j periskope.Job) diff.Job {
+	return diff.Job{Status: j.Status, Attempts: j.Attempts, Digest: digest(j)}
+}
+
+// digest summarises the fields whose change updates a snapshot silently.
+func digest(j periskope.Job) string {
+	h := sha256.New()
+	for _, s := range []string{j.UniqueID, j.MessageID, j.ChatID, j.BroadcastID, j.StatusDescription} {
+		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	}
+	for _, k := range slices.Sorted(maps.Keys(j.Timeline)) {
+		fmt.Fprintf(h, "%d:%s=%d;", len(k), k, j.Timeline[k].UnixNano())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// event builds the event announcing decision d for job j of target t.
+func event(t periskope.Target, j periskope.Job, d diff.Decision, now time.Time) events.Event {
+	broadcast := j.BroadcastID
+	if broadcast == "" {
+		broadcast = t.BroadcastID
+	}
+	return events.New(diff.EventID(t.Phone, j.QueueID, j.Status, j.Attempts), events.Data{
+		Phone:             t.Phone,
+		QueueID:           j.QueueID,
+		UniqueID:          j.UniqueID,
+		MessageID:         j.MessageID,
+		ChatID:            j.ChatID,
+		BroadcastID:       broadcast,
+		PreviousStatus:    d.PreviousStatus,
+		Status:            j.Status,
+		StatusDescription: j.StatusDescription,
+		Attempts:          j.Attempts,
+		Timeline:          j.Timeline,
+		ObservedAt:        now,
+		Job:               j.Raw,
+	})
+}
+
+// MaskTarget names a target for logs with all but the last four characters
+// of the phone hidden.
+func MaskTarget(t periskope.Target) string {
+	t.Phone = MaskPhone(t.Phone)
+	return t.String()
+}
+
+// MaskPhone hides all but the last four characters of a phone.
+func MaskPhone(p string) string {
+	if len(p) <= 4 {
+		return "****"
+	}
+	return "****" + p[len(p)-4:]
+}
