@@ -96,6 +96,9 @@ func NewClient(o Options) (*Client, error) {
 	if !headerSafe(o.APIKey, false) {
 		return nil, errors.New("periskope: APIKey contains spaces or control characters")
 	}
+	if !headerSafe(o.UserAgent, true) {
+		return nil, errors.New("periskope: UserAgent contains control characters")
+	}
 	if o.Timeout < 0 || o.MaxBodyBytes < 0 {
 		return nil, errors.New("periskope: Timeout and MaxBodyBytes must not be negative")
 	}

@@ -144,6 +144,7 @@ func TestNewClientValidation(t *testing.T) {
 		{"no key", Options{BaseURL: "https://api.periskope.app/v1"}},
 		{"key with newline", Options{BaseURL: "https://api.periskope.app/v1", APIKey: testKey + "\n"}},
 		{"key with space", Options{BaseURL: "https://api.periskope.app/v1", APIKey: " " + testKey}},
+		{"user agent with newline", Options{BaseURL: "https://api.periskope.app/v1", APIKey: testKey, UserAgent: "qw\r\nX: y"}},
 		{"negative timeout", Options{BaseURL: "https://api.periskope.app/v1", APIKey: testKey, Timeout: -1}},
 		{"negative cap", Options{BaseURL: "https://api.periskope.app/v1", APIKey: testKey, MaxBodyBytes: -1}},
 	}
@@ -365,14 +366,20 @@ func TestListJobsConnectionRefused(t *testing.T) {
 	}
 }
 
-// blockingServer answers only when the client goes away; started receives
-// one value per request once it is being handled.
+// blockingServer answers only when the client goes away (or the test
+// ends); started receives one value per request once it is being handled.
 func blockingServer(t *testing.T) (*httptest.Server, chan struct{}) {
 	started := make(chan struct{}, 10)
+	release := make(chan struct{})
 	srv := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // lets the server notice the client leaving
 		started <- struct{}{}
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
 	})
+	t.Cleanup(func() { close(release) }) // runs before srv.Close
 	return srv, started
 }
 
@@ -551,6 +558,22 @@ func TestParseRetryAfter(t *testing.T) {
 	for in, want := range tests {
 		if got := parseRetryAfter(in, now); got != want {
 			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func TestItemErrorsRedactKey(t *testing.T) {
+	body := fmt.Sprintf(`[{"queue_id":%q,"status":1},{"queue_id":"q","attempts":%q}]`, testKey, testKey)
+	res, err := decode([]byte(body), "application/json", testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Invalid) != 2 {
+		t.Fatalf("Invalid = %v", res.Invalid)
+	}
+	for _, ie := range res.Invalid {
+		if strings.Contains(ie.Error(), testKey) {
+			t.Errorf("ItemError leaks the key: %v", ie)
 		}
 	}
 }

@@ -58,7 +58,7 @@ var errMissingQueueID = errors.New("missing queue_id")
 // list is a *DecodeError (its snippet with secret redacted); bad items are
 // reported in Result.Invalid.
 func decode(body []byte, contentType, secret string) (*Result, error) {
-	items, err := topLevelItems(body)
+	items, err := topLevelItems(body, secret)
 	if err != nil {
 		return nil, &DecodeError{
 			ContentType: mediaType(contentType),
@@ -70,7 +70,12 @@ func decode(body []byte, contentType, secret string) (*Result, error) {
 	for i, raw := range items {
 		j, err := decodeItem(raw)
 		if err != nil {
-			res.Invalid = append(res.Invalid, ItemError{Index: i, QueueID: j.QueueID, Err: err})
+			ie := ItemError{Index: i, QueueID: j.QueueID, Err: err}
+			if secret != "" && strings.Contains(ie.Error(), secret) { // a server echoing the key
+				ie.QueueID = redact(ie.QueueID, secret)
+				ie.Err = errors.New(redact(err.Error(), secret))
+			}
+			res.Invalid = append(res.Invalid, ie)
 			continue
 		}
 		res.Jobs = append(res.Jobs, j)
@@ -82,7 +87,7 @@ func decode(body []byte, contentType, secret string) (*Result, error) {
 // null) under one of wrapperKeys of an object. Each element is a fresh copy
 // of its bytes (json.RawMessage copies on unmarshal), so it is safe to keep
 // after body is reused.
-func topLevelItems(body []byte) ([]json.RawMessage, error) {
+func topLevelItems(body []byte, secret string) ([]json.RawMessage, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
 		return nil, errors.New("empty body")
@@ -99,19 +104,18 @@ func topLevelItems(body []byte) ([]json.RawMessage, error) {
 		if err := json.Unmarshal(body, &w); err != nil {
 			return nil, jsonErr(err)
 		}
-		return wrappedItems(body, &w)
+		return wrappedItems(body, &w, secret)
 	}
-	if !json.Valid(body) {
-		if err := json.Unmarshal(body, new(any)); err != nil {
-			return nil, jsonErr(err)
-		}
+	if err := json.Unmarshal(body, new(json.RawMessage)); err != nil {
+		return nil, jsonErr(err)
 	}
 	return nil, fmt.Errorf("top level is %s, want an array of jobs", article(kindOf(trimmed)))
 }
 
 // wrappedItems picks the job array out of an object wrapper: the first of
 // wrapperKeys holding an array; else zero jobs if one of them is null.
-func wrappedItems(body []byte, w *wrapper) ([]json.RawMessage, error) {
+// secret is redacted from the error.
+func wrappedItems(body []byte, w *wrapper, secret string) ([]json.RawMessage, error) {
 	vals := [...]json.RawMessage{w.Jobs, w.Data, w.Items, w.Results, w.Queues}
 	for _, v := range vals {
 		if kindOf(v) == "array" {
@@ -132,18 +136,19 @@ func wrappedItems(body []byte, w *wrapper) ([]json.RawMessage, error) {
 			return nil, fmt.Errorf("top-level object key %q holds %s, want an array of jobs", wrapperKeys[i], article(k))
 		}
 	}
-	return nil, fmt.Errorf("top-level object without a jobs array (keys: %s)", objectKeys(body))
+	return nil, fmt.Errorf("top-level object without a jobs array (keys: %s)", objectKeys(body, secret))
 }
 
-// objectKeys lists (up to 8 of) the keys of a JSON object, for an error.
-func objectKeys(obj []byte) string {
+// objectKeys lists (up to 8 of) the keys of a JSON object, quoted and with
+// secret redacted, for an error.
+func objectKeys(obj []byte, secret string) string {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(obj, &m) != nil || len(m) == 0 {
 		return "none"
 	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
-		keys = append(keys, strconv.Quote(k))
+		keys = append(keys, strconv.Quote(clip(redact(k, secret), 64)))
 	}
 	slices.Sort(keys)
 	if len(keys) > 8 {
@@ -270,7 +275,7 @@ func number(raw json.RawMessage) (n float64, ok bool, err error) {
 	// Out of float64 range is still a number (±Inf or 0): range checks by
 	// the callers deal with it.
 	if (err != nil && !errors.Is(err, strconv.ErrRange)) || math.IsNaN(n) {
-		return 0, false, fmt.Errorf("%q is not a number", text)
+		return 0, false, fmt.Errorf("%q is not a number", clip(text, 32))
 	}
 	return n, true, nil
 }
@@ -378,6 +383,14 @@ func article(kind string) string {
 		return "an " + kind
 	}
 	return "a " + kind
+}
+
+// clip cuts s to at most n bytes, marking the cut with "…".
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // jsonErr describes a JSON syntax problem.

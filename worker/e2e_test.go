@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -153,14 +152,19 @@ func runWorkload(t *testing.T, e *env, w *workload, waitFresh func()) {
 			w.add(p, 100+i*10+k, -1)
 		}
 	}
+	waitFresh() // new jobs seen
 	for more := true; more; {
 		more = w.advance()
+		waitFresh()
 		if w.step%3 == 0 {
+			// Two stale answers per phone, then fresh ones again: one
+			// wait lets the stale ones be served, the next sees fresh.
 			for _, p := range w.phones {
 				e.api.ServeStale(p, 2)
 			}
+			waitFresh()
+			waitFresh()
 		}
-		waitFresh()
 	}
 	waitFresh()
 }
@@ -225,13 +229,12 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 	go func() {
 		defer close(supervised)
 		for {
-			var r *replica
-			r = e.start(w.targets(), replicaOpts{polls: shared, afterPublish: func(string) error {
+			r := e.start(w.targets(), replicaOpts{polls: shared, afterPublish: func(_ string, crash func()) error {
 				if published.Add(1)%7 != 0 {
 					return nil
 				}
 				crashes.Add(1)
-				r.cancel() // the process dies: nothing else starts
+				crash() // the process dies: nothing else starts
 				return errCrash
 			}})
 			select {
@@ -271,6 +274,7 @@ func TestTwoReplicas(t *testing.T) {
 			w.add(p, 100+i*10+k, -1)
 		}
 	}
+	both()
 	for more := true; more; {
 		more = w.advance()
 		both()

@@ -112,7 +112,9 @@ type replica struct {
 
 type replicaOpts struct {
 	emitBaseline bool
-	afterPublish func(key string) error
+	// afterPublish runs between publish and commit; crash stops the
+	// replica as if its process died.
+	afterPublish func(key string, crash func()) error
 	logger       *zap.Logger
 	polls        *polls // shared by restarted replicas; a new one if nil
 }
@@ -140,6 +142,10 @@ func (e *env) start(targets []periskope.Target, o replicaOpts) *replica {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	var afterPublish func(string) error
+	if o.afterPublish != nil {
+		afterPublish = func(key string) error { return o.afterPublish(key, cancel) }
+	}
 	fast := func() backoff.BackOff { return backoff.NewConstantBackOff(10 * time.Millisecond) }
 	w := worker.New(client, pub, store, targets, worker.Options{
 		PollInterval: 10 * time.Millisecond,
@@ -149,7 +155,7 @@ func (e *env) start(targets []periskope.Target, o replicaOpts) *replica {
 		AuthBackoff:  fast,
 		Logger:       log,
 		AfterPoll:    r.polls.record,
-		AfterPublish: o.afterPublish,
+		AfterPublish: afterPublish,
 	})
 	var wg sync.WaitGroup
 	wg.Go(func() { store.Watch(ctx, 50*time.Millisecond, nil) })
@@ -271,7 +277,16 @@ func checkCloudEvent(t *testing.T, ev events.Event) {
 		t.Errorf("event %s: time %v, observed_at %v", ev.ID, ev.Time, ev.Data.ObservedAt)
 	}
 	// data.job is the item exactly as the API returned it.
-	var job periskopetest.Job
+	var job struct {
+		QueueID           string            `json:"queue_id"`
+		UniqueID          string            `json:"unique_id"`
+		MessageID         string            `json:"message_id"`
+		ChatID            string            `json:"chat_id"`
+		Status            string            `json:"status"`
+		StatusDescription string            `json:"status_description"`
+		Timeline          map[string]string `json:"timeline"`
+		Attempts          int               `json:"attempts"`
+	}
 	if err := json.Unmarshal(ev.Data.Job, &job); err != nil {
 		t.Errorf("event %s: data.job: %v", ev.ID, err)
 		return
@@ -279,7 +294,7 @@ func checkCloudEvent(t *testing.T, ev events.Event) {
 	if job.QueueID != ev.Data.QueueID || job.Status != ev.Data.Status || job.Attempts != ev.Data.Attempts ||
 		job.ChatID != ev.Data.ChatID || job.UniqueID != ev.Data.UniqueID || job.MessageID != ev.Data.MessageID ||
 		job.StatusDescription != ev.Data.StatusDescription {
-		t.Errorf("event %s: data %+v does not match data.job %+v", ev.ID, ev.Data, job)
+		t.Errorf("event %s: data %+v does not match data.job %s", ev.ID, asTransition(ev), ev.Data.Job)
 	}
 	for k, v := range job.Timeline {
 		ts, ok := ev.Data.Timeline[k]
