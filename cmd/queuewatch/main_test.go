@@ -232,3 +232,174 @@ func TestBinaryAgainstExternalNATS(t *testing.T) {
 		t.Errorf("stream holds %d events, want 3", info.State.Msgs)
 	}
 }
+
+// startBinary runs the built queuewatch with env and returns a channel that
+// receives its exit error.
+func startBinary(t *testing.T, bin string, env []string, out *lockedBuffer) (*exec.Cmd, chan error) {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	return cmd, exited
+}
+
+func stopBinary(t *testing.T, cmd *exec.Cmd, exited chan error, out *lockedBuffer) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatalf("no exit within 25s of SIGTERM\n%s", out.String())
+	}
+}
+
+// TestBinaryEmbeddedNATS runs queuewatch without QUEUEWATCH_NATS_URL: it
+// starts its own JetStream server on QUEUEWATCH_NATS_LISTEN with data in
+// QUEUEWATCH_DATA_DIR, where an outside consumer receives the events. A
+// restart on the same data directory keeps the snapshots and the baseline:
+// unchanged jobs give no event, a job added while it was down does.
+func TestBinaryEmbeddedNATS(t *testing.T) {
+	dir := t.TempDir()
+	qw := buildBinary(t, dir, "queuewatch", ".")
+	api := periskopetest.NewServer(testKey)
+	defer api.Close()
+	phone := "919876543210"
+	api.Upsert(phone, periskopetest.Job{QueueID: "q-old", ChatID: "1@c.us", Status: "sent", Attempts: 1})
+
+	port := freePort(t)
+	env := []string{
+		"QUEUEWATCH_API_KEY=" + testKey,
+		"QUEUEWATCH_API_URL=" + api.URL,
+		"QUEUEWATCH_PHONES=" + phone,
+		"QUEUEWATCH_POLL_INTERVAL=50ms",
+		"QUEUEWATCH_DATA_DIR=" + filepath.Join(dir, "data"),
+		fmt.Sprintf("QUEUEWATCH_NATS_LISTEN=127.0.0.1:%d", port),
+		"QUEUEWATCH_HTTP_ADDR=127.0.0.1:0",
+	}
+	baselined := func() int {
+		n := 0
+		for _, r := range api.Requests() {
+			if r.Status == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	var out lockedBuffer
+	cmd, exited := startBinary(t, qw, env, &out)
+	waitUntil(t, "first polls", func() bool { return baselined() >= 3 })
+	if !strings.Contains(out.String(), fmt.Sprintf("nats://127.0.0.1:%d", port)) {
+		t.Errorf("the log does not say where consumers can connect:\n%s", out.String())
+	}
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan *nats.Msg, 16)
+	if _, err := nc.ChanSubscribe("queue.job.status_changed", received); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	api.Upsert(phone, periskopetest.Job{QueueID: "q-new", ChatID: "2@c.us", Status: "queued", Attempts: 1})
+	if ev := nextEvent(t, received, &out); ev.Data.QueueID != "q-new" || ev.Data.PreviousStatus != "" || ev.Data.Status != "queued" {
+		t.Fatalf("got %+v", ev.Data)
+	}
+	nc.Close()
+	stopBinary(t, cmd, exited, &out)
+
+	// Down: one job moves on, one appears.
+	api.Upsert(phone, periskopetest.Job{QueueID: "q-new", ChatID: "2@c.us", Status: "sent", Attempts: 1})
+	api.Upsert(phone, periskopetest.Job{QueueID: "q-later", ChatID: "3@c.us", Status: "queued", Attempts: 1})
+	out = lockedBuffer{}
+	cmd, exited = startBinary(t, qw, env, &out)
+	var js nats.JetStreamContext
+	waitUntil(t, "embedded server back", func() bool {
+		c, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		nc = c
+		js, _ = nc.JetStream()
+		return true
+	})
+	defer nc.Close()
+	waitUntil(t, "stream holds 3 events", func() bool {
+		info, err := js.StreamInfo("QUEUE_JOB_EVENTS")
+		return err == nil && info.State.Msgs >= 3
+	})
+	before := baselined()
+	waitUntil(t, "a few more polls", func() bool { return baselined() >= before+3 })
+	info, err := js.StreamInfo("QUEUE_JOB_EVENTS") // the stream lives in the binary's server
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopBinary(t, cmd, exited, &out)
+	// q-new queued (1st run), q-new queued→sent and q-later new (2nd run);
+	// q-old never: it was in the baseline and did not change.
+	if info.State.Msgs != 3 {
+		t.Errorf("stream holds %d events, want 3", info.State.Msgs)
+	}
+}
+
+func nextEvent(t *testing.T, ch chan *nats.Msg, out *lockedBuffer) events.Event {
+	t.Helper()
+	select {
+	case m := <-ch:
+		ev, err := events.Decode(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no event within 30s\n%s", out.String())
+	}
+	return events.Event{}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDemoPrintsEvents drives `queuewatch demo` for a short run: events are
+// printed and it stops cleanly when cancelled.
+func TestDemoPrintsEvents(t *testing.T) {
+	var out, errb lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runDemo(ctx, &out, &errb) }()
+	waitUntil(t, "three events printed", func() bool { return strings.Count(out.String(), "→") >= 3 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo: %v\n%s", err, errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo did not stop within 30s")
+	}
+	if !strings.Contains(out.String(), "nats sub") {
+		t.Errorf("the demo does not say how to connect a consumer:\n%s", out.String())
+	}
+}
