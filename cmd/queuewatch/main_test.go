@@ -146,9 +146,7 @@ func TestBinaryAgainstExternalNATS(t *testing.T) {
 	api.Upsert("918527184400", job)
 
 	var stderr lockedBuffer
-	cmd := exec.Command(qw)
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
+	cmd, exited := startBinary(t, qw, []string{
 		"QUEUEWATCH_API_KEY=" + testKey,
 		"QUEUEWATCH_API_URL=" + api.URL,
 		"QUEUEWATCH_PHONES=918527184400",
@@ -157,19 +155,7 @@ func TestBinaryAgainstExternalNATS(t *testing.T) {
 		"QUEUEWATCH_EMIT_BASELINE=true",
 		"QUEUEWATCH_HTTP_ADDR=127.0.0.1:0",
 		"QUEUEWATCH_LOG_LEVEL=debug",
-	}
-	cmd.Stderr = &stderr
-	cmd.Stdout = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-	})
+	}, &stderr)
 
 	expect := func(prev, status string) {
 		t.Helper()
@@ -199,17 +185,7 @@ func TestBinaryAgainstExternalNATS(t *testing.T) {
 	api.Upsert("918527184400", job)
 	expect("sending", "sent")
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
-		}
-	case <-time.After(25 * time.Second):
-		t.Fatalf("queuewatch did not exit within 25s of SIGTERM\n%s", stderr.String())
-	}
+	stopBinary(t, cmd, exited, &stderr)
 	logs := stderr.String()
 	if strings.Contains(logs, testKey) {
 		t.Error("the API key appears in queuewatch's output")
