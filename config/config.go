@@ -50,6 +50,7 @@ type Config struct {
 	NATSListen   string `envconfig:"QUEUEWATCH_NATS_LISTEN" default:"127.0.0.1:4222" desc:"host:port the embedded NATS server listens on; port 0 = random"`
 
 	Subject         string        `envconfig:"QUEUEWATCH_SUBJECT" default:"queue.job.status_changed" desc:"NATS subject of status-change events"`
+	SubjectDetail   bool          `envconfig:"QUEUEWATCH_SUBJECT_DETAIL" default:"false" desc:"publish on <subject>.<phone>.<status> so consumers can filter on the server"`
 	Stream          string        `envconfig:"QUEUEWATCH_STREAM" default:"QUEUE_JOB_EVENTS" desc:"JetStream stream holding the events"`
 	KVBucket        string        `envconfig:"QUEUEWATCH_KV_BUCKET" default:"queuewatch_snapshots" desc:"JetStream KV bucket holding the last seen job statuses"`
 	Replicas        int           `envconfig:"QUEUEWATCH_REPLICAS" default:"1" desc:"replicas of the stream and the bucket (1-5)"`
@@ -100,6 +101,7 @@ var expected = map[string]string{
 	"QUEUEWATCH_DATA_DIR":         "a directory path",
 	"QUEUEWATCH_NATS_LISTEN":      "host:port such as 127.0.0.1:4222 (port 0 = random)",
 	"QUEUEWATCH_SUBJECT":          "a NATS subject: dot-separated non-empty tokens without spaces or wildcards (* >)",
+	"QUEUEWATCH_SUBJECT_DETAIL":   "true or false",
 	"QUEUEWATCH_STREAM":           "a name of letters, digits, _ and -",
 	"QUEUEWATCH_KV_BUCKET":        "a name of letters, digits, _ and -",
 	"QUEUEWATCH_REPLICAS":         "an integer from 1 to 5",

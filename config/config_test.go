@@ -98,6 +98,7 @@ func TestParseAllSet(t *testing.T) {
 		"QUEUEWATCH_DATA_DIR":         "/data",
 		"QUEUEWATCH_NATS_LISTEN":      ":0",
 		"QUEUEWATCH_SUBJECT":          "a.b-c.d_e",
+		"QUEUEWATCH_SUBJECT_DETAIL":   "true",
 		"QUEUEWATCH_STREAM":           "S",
 		"QUEUEWATCH_KV_BUCKET":        "b",
 		"QUEUEWATCH_REPLICAS":         "5",
@@ -123,7 +124,7 @@ func TestParseAllSet(t *testing.T) {
 		DataDir: "/data", NATSListen: ":0",
 		Subject: "a.b-c.d_e", Stream: "S", KVBucket: "b", Replicas: 5,
 		DuplicateWindow: time.Minute, SnapshotTTL: 2 * time.Minute, StreamMaxAge: 0,
-		EmitBaseline: true, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", LogFormat: "console",
+		EmitBaseline: true, SubjectDetail: true, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", LogFormat: "console",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -303,6 +304,8 @@ func TestErrors(t *testing.T) {
 			`QUEUEWATCH_STREAM_MAX_AGE: invalid value "forever": expected a duration such as 168h, or 0 to keep events forever`},
 		{"emit baseline", map[string]string{"QUEUEWATCH_EMIT_BASELINE": "yes"}, false,
 			`QUEUEWATCH_EMIT_BASELINE: invalid value "yes": expected true or false`},
+		{"subject detail", map[string]string{"QUEUEWATCH_SUBJECT_DETAIL": "on"}, false,
+			`QUEUEWATCH_SUBJECT_DETAIL: invalid value "on": expected true or false`},
 
 		// Operations
 		{"http addr port only", map[string]string{"QUEUEWATCH_HTTP_ADDR": "8080"}, false,

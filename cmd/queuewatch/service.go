@@ -95,6 +95,7 @@ func (p pipeline) run(ctx context.Context, nc *nats.Conn) error {
 		DuplicateWindow: p.cfg.DuplicateWindow,
 		MaxAge:          p.cfg.StreamMaxAge,
 		Replicas:        p.cfg.Replicas,
+		Detail:          p.cfg.SubjectDetail,
 	})
 	var store *snapshot.KV
 	setup := func() error {
