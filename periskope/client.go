@@ -38,6 +38,9 @@ type Options struct {
 	// transport (proxy from the environment, pooled connections) that does
 	// not follow redirects (a 3xx is returned as a *StatusError).
 	HTTPClient *http.Client
+	// WrapTransport, if set, wraps the default client's transport (to count
+	// requests, say). It is ignored when HTTPClient is set.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// Timeout bounds one request, including reading the body. It is applied
 	// through a context derived from the caller's. Default 10s.
 	Timeout time.Duration
@@ -113,6 +116,9 @@ func NewClient(o Options) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
+		if o.WrapTransport != nil {
+			c.hc.Transport = o.WrapTransport(c.hc.Transport)
+		}
 	}
 	if c.now == nil {
 		c.now = time.Now

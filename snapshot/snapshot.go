@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,7 @@ type Config struct {
 type KV struct {
 	kv     jetstream.KeyValue
 	cached sync.Map // key -> entry
+	jobs   atomic.Int64 // job keys in cached
 	ready  atomic.Bool
 }
 
@@ -91,6 +93,8 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*KV, error) 
 	return &KV{kv: kv}, nil
 }
 
+const baselinePrefix = "_baseline."
+
 var safeToken = regexp.MustCompile(`^[-_a-zA-Z0-9]+$`)
 
 // token returns s unchanged when a KV key token can hold it, else "=" and
@@ -111,11 +115,11 @@ func JobKey(phone, queueID string) string { return token(phone) + "." + token(qu
 func BaselineKey(t periskope.Target) string {
 	switch {
 	case t.QueueID != "":
-		return "_baseline." + token(t.Phone) + ".queue." + token(t.QueueID)
+		return baselinePrefix + token(t.Phone) + ".queue." + token(t.QueueID)
 	case t.BroadcastID != "":
-		return "_baseline." + token(t.Phone) + ".broadcast." + token(t.BroadcastID)
+		return baselinePrefix + token(t.Phone) + ".broadcast." + token(t.BroadcastID)
 	}
-	return "_baseline." + token(t.Phone) + ".all"
+	return baselinePrefix + token(t.Phone) + ".all"
 }
 
 // Cached returns the cached snapshot of key, if any. It never does I/O.
@@ -134,7 +138,11 @@ func (s *KV) Ready() bool { return s.ready.Load() }
 func (s *KV) remember(key string, e entry) {
 	for {
 		old, loaded := s.cached.LoadOrStore(key, e)
-		if !loaded || old.(entry).rev >= e.rev {
+		if !loaded {
+			s.count(key, 1)
+			return
+		}
+		if old.(entry).rev >= e.rev {
 			return
 		}
 		if s.cached.CompareAndSwap(key, old, e) {
@@ -144,10 +152,19 @@ func (s *KV) remember(key string, e entry) {
 }
 
 func (s *KV) forget(key string, rev uint64) {
-	if old, ok := s.cached.Load(key); ok && old.(entry).rev <= rev {
-		s.cached.CompareAndDelete(key, old)
+	if old, ok := s.cached.Load(key); ok && old.(entry).rev <= rev && s.cached.CompareAndDelete(key, old) {
+		s.count(key, -1)
 	}
 }
+
+func (s *KV) count(key string, delta int64) {
+	if !strings.HasPrefix(key, baselinePrefix) {
+		s.jobs.Add(delta)
+	}
+}
+
+// Len returns how many jobs the cache holds: the jobs this process tracks.
+func (s *KV) Len() int { return int(s.jobs.Load()) }
 
 // Get reads key from the bucket. found is false for a missing, deleted or
 // expired key. The cache is refreshed with what was read.

@@ -110,11 +110,17 @@ func TestWatcherKeepsCacheCurrent(t *testing.T) {
 		r, ok := reader.Cached(key)
 		return ok && r.Status == "sent"
 	})
+	if reader.Len() != 1 {
+		t.Errorf("Len = %d, want 1", reader.Len())
+	}
 	kv, _ := js.KeyValue(ctx, DefaultBucket)
 	if err := kv.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "delete seen", func() bool { _, ok := reader.Cached(key); return !ok })
+	if reader.Len() != 0 {
+		t.Errorf("Len after delete = %d, want 0", reader.Len())
+	}
 	cancel()
 	<-done
 }

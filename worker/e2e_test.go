@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -199,6 +200,24 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "ignored a stale read") {
 		t.Error("no stale read was ignored: the workload did not exercise stale reads")
+	}
+	// Every line about a target names it with the phone masked, and no line
+	// holds a whole phone number.
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(line), &fields); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if _, ok := fields["target"]; ok {
+			if p, _ := fields["phone"].(string); !strings.HasPrefix(p, "****") {
+				t.Errorf("log line about a target without a masked phone: %s", line)
+			}
+		}
+		for _, p := range phones {
+			if strings.Contains(line, p) {
+				t.Errorf("log line holds phone %s: %s", p, line)
+			}
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -44,6 +45,29 @@ type Store interface {
 	MarkBaselined(ctx context.Context, t periskope.Target, at time.Time) error
 }
 
+// Observer is told what the worker does, for metrics. Its methods must be
+// safe for concurrent use and must not block.
+type Observer interface {
+	// PollFinished reports one poll of t: how long it took and how it ended.
+	PollFinished(t periskope.Target, took time.Duration, err error)
+	// EventPublished reports an event stored by the stream.
+	EventPublished(status string)
+	// PublishFailed reports an event the stream did not acknowledge.
+	PublishFailed()
+	// SnapshotConflict reports a lost compare-and-set.
+	SnapshotConflict()
+	// StaleRead reports a job the API returned in an older state than known.
+	StaleRead()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PollFinished(periskope.Target, time.Duration, error) {}
+func (nopObserver) EventPublished(string)                               {}
+func (nopObserver) PublishFailed()                                      {}
+func (nopObserver) SnapshotConflict()                                   {}
+func (nopObserver) StaleRead()                                          {}
+
 // Options tune a Worker; the zero value of each field picks its default.
 type Options struct {
 	// PollInterval is the pause between successful polls of a target (5s).
@@ -61,9 +85,11 @@ type Options struct {
 	RateLimit float64
 	// Backoff returns the retry policy after failed polls (exponential from
 	// 1s to 2m with jitter), and AuthBackoff the one while the API rejects
-	// the credentials (1m to 15m).
+	// the credentials (from 12 poll intervals, 1m by default, to 15m).
 	Backoff, AuthBackoff func() backoff.BackOff
 	Logger               *zap.Logger
+	// Observer is told about polls, events and conflicts (for metrics).
+	Observer Observer
 	// Now is the clock (time.Now).
 	Now func() time.Time
 	// AfterPoll, if set, is called after every poll of a target with its
@@ -86,7 +112,11 @@ type Worker struct {
 	targets []periskope.Target
 	o       Options
 	log     *zap.Logger
+	obs     Observer
 	limiter *rate.Limiter
+
+	rejected atomic.Int32 // targets whose credentials the API rejects now
+	busy     sync.Map     // periskope.Target -> *atomic.Int64: unix nanos of the last progress while busy, 0 while waiting
 }
 
 // New returns a worker for targets. Run starts it.
@@ -104,7 +134,8 @@ func New(l Lister, p Publisher, s Store, targets []periskope.Target, o Options) 
 		o.Backoff = func() backoff.BackOff { return expBackoff(time.Second, 2*time.Minute) }
 	}
 	if o.AuthBackoff == nil {
-		o.AuthBackoff = func() backoff.BackOff { return expBackoff(time.Minute, 15*time.Minute) }
+		first := min(12*o.PollInterval, 15*time.Minute) // 1m at the default interval
+		o.AuthBackoff = func() backoff.BackOff { return expBackoff(first, 15*time.Minute) }
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -112,12 +143,15 @@ func New(l Lister, p Publisher, s Store, targets []periskope.Target, o Options) 
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
 	limit := rate.Inf
 	if o.RateLimit > 0 {
 		limit = rate.Limit(o.RateLimit)
 	}
 	return &Worker{
-		lister: l, pub: p, store: s, o: o, log: o.Logger,
+		lister: l, pub: p, store: s, o: o, log: o.Logger, obs: o.Observer,
 		targets: slices.Clone(targets),
 		limiter: rate.NewLimiter(limit, 1),
 	}
@@ -143,15 +177,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// CredentialsRejected reports whether the API currently rejects the
+// credentials for any target.
+func (w *Worker) CredentialsRejected() bool { return w.rejected.Load() > 0 }
+
+// Stalled returns an error if a poll loop has been busy without progress
+// (a finished request or job) for longer than limit. A loop waiting for its
+// next poll or backoff is never stalled, however long the wait: an API or
+// NATS outage shows as errors and backoff, not as a stall.
+func (w *Worker) Stalled(limit time.Duration) error {
+	now := w.o.Now()
+	var err error
+	w.busy.Range(func(k, v any) bool {
+		if since := v.(*atomic.Int64).Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
+			err = fmt.Errorf("poll loop of %s made no progress for %s", MaskTarget(k.(periskope.Target)), now.Sub(time.Unix(0, since)).Round(time.Second))
+			return false
+		}
+		return true
+	})
+	return err
+}
+
+// progress marks that the loop of t is busy and moving.
+func (w *Worker) progress(hb *atomic.Int64) { hb.Store(w.o.Now().UnixNano()) }
+
 // loop polls one target until ctx is done.
 func (w *Worker) loop(ctx context.Context, t periskope.Target) {
-	log := w.log.With(zap.String("target", MaskTarget(t)))
-	st := &targetState{backoff: w.o.Backoff(), authBackoff: w.o.AuthBackoff()}
+	log := w.logger(t)
+	st := &targetState{backoff: w.o.Backoff(), authBackoff: w.o.AuthBackoff(), rejected: &w.rejected}
+	hb := new(atomic.Int64)
+	w.busy.Store(t, hb)
+	defer st.setRejected(false)
 	for {
-		err := w.poll(ctx, t, st)
+		w.progress(hb)
+		start := w.o.Now()
+		err := w.poll(ctx, t, st, hb)
+		hb.Store(0)
 		if ctx.Err() != nil {
 			return
 		}
+		w.obs.PollFinished(t, w.o.Now().Sub(start), err)
 		if w.o.AfterPoll != nil {
 			w.o.AfterPoll(t, err)
 		}
@@ -170,8 +235,21 @@ func (w *Worker) loop(ctx context.Context, t periskope.Target) {
 type targetState struct {
 	backoff, authBackoff backoff.BackOff
 	authRejected         bool
+	rejected             *atomic.Int32 // the worker's count of rejected targets; may be nil
 	failing              bool
 	baselinedAt          time.Time // zero until known
+}
+
+// setRejected records whether the API rejects this target's credentials.
+func (st *targetState) setRejected(r bool) {
+	if r != st.authRejected && st.rejected != nil {
+		if r {
+			st.rejected.Add(1)
+		} else {
+			st.rejected.Add(-1)
+		}
+	}
+	st.authRejected = r
 }
 
 // next returns how long to wait after a poll that returned err, and logs
@@ -184,7 +262,8 @@ func (st *targetState) next(err error, interval time.Duration, log *zap.Logger) 
 		if st.authRejected || st.failing {
 			log.Info("polling recovered")
 		}
-		st.authRejected, st.failing = false, false
+		st.setRejected(false)
+		st.failing = false
 		st.backoff.Reset()
 		st.authBackoff.Reset()
 		return interval
@@ -192,7 +271,7 @@ func (st *targetState) next(err error, interval time.Duration, log *zap.Logger) 
 		if !st.authRejected {
 			log.Error("Periskope API rejected the credentials; backing off until they work (check QUEUEWATCH_API_KEY)", zap.Int("http_status", se.StatusCode))
 		}
-		st.authRejected = true
+		st.setRejected(true)
 		return st.authBackoff.NextBackOff()
 	}
 	wait := st.backoff.NextBackOff()
@@ -210,16 +289,18 @@ func (st *targetState) next(err error, interval time.Duration, log *zap.Logger) 
 
 // poll lists a target's jobs once and handles each; the first failure ends
 // the poll (what was committed before it stays committed).
-func (w *Worker) poll(ctx context.Context, t periskope.Target, st *targetState) error {
+func (w *Worker) poll(ctx context.Context, t periskope.Target, st *targetState, hb *atomic.Int64) error {
 	if err := w.limiter.Wait(ctx); err != nil {
 		return err
 	}
+	w.progress(hb)
 	res, err := w.lister.ListJobs(ctx, t)
 	if err != nil {
 		return err
 	}
+	w.progress(hb)
 	for _, bad := range res.Invalid {
-		w.log.Warn("skipped an invalid job in the API response", zap.String("target", MaskTarget(t)), zap.Error(bad))
+		w.logger(t).Warn("skipped an invalid job in the API response", zap.Error(bad))
 	}
 	now := w.o.Now().UTC()
 	if st.baselinedAt.IsZero() {
@@ -235,13 +316,14 @@ func (w *Worker) poll(ctx context.Context, t periskope.Target, st *targetState) 
 		if err := w.handle(ctx, t, j, baseline, now); err != nil {
 			return err
 		}
+		w.progress(hb)
 	}
 	if st.baselinedAt.IsZero() || now.Sub(st.baselinedAt) > w.o.SnapshotTTL/2 {
 		if err := w.store.MarkBaselined(ctx, t, now); err != nil {
 			return err
 		}
 		if baseline {
-			w.log.Info("recorded baseline", zap.String("target", MaskTarget(t)), zap.Int("jobs", len(res.Jobs)))
+			w.logger(t).Info("recorded baseline", zap.Int("jobs", len(res.Jobs)))
 		}
 		st.baselinedAt = now
 	}
@@ -282,8 +364,10 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 			return nil
 		case d.Kind == diff.Event:
 			if err := w.pub.Publish(ctx, event(t, j, d, now)); err != nil {
+				w.obs.PublishFailed()
 				return err
 			}
+			w.obs.EventPublished(j.Status)
 			if w.o.AfterPublish != nil {
 				if err := w.o.AfterPublish(key); err != nil {
 					return err
@@ -299,14 +383,19 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 		if !errors.Is(err, snapshot.ErrConflict) {
 			return err
 		}
-		w.log.Debug("snapshot changed under us; deciding again", zap.String("target", MaskTarget(t)), zap.String("queue_id", j.QueueID))
+		w.obs.SnapshotConflict()
+		w.logger(t).Debug("snapshot changed under us; deciding again", zap.String("queue_id", j.QueueID))
 	}
 	return fmt.Errorf("job %s: gave up after %d snapshot conflicts", j.QueueID, maxConflicts)
 }
 
 // stale notes a read older than the stored snapshot.
 func (w *Worker) stale(t periskope.Target, rec snapshot.Record, j periskope.Job) {
-	w.log.Debug("ignored a stale read", zap.String("target", MaskTarget(t)), zap.String("queue_id", j.QueueID),
+	w.obs.StaleRead()
+	if !w.log.Core().Enabled(zap.DebugLevel) {
+		return // stale reads can come by the thousand: skip building the logger
+	}
+	w.logger(t).Debug("ignored a stale read", zap.String("queue_id", j.QueueID),
 		zap.String("stored", rec.Status), zap.Int("stored_attempts", rec.Attempts),
 		zap.String("read", j.Status), zap.Int("read_attempts", j.Attempts))
 }
@@ -353,6 +442,12 @@ func event(t periskope.Target, j periskope.Job, d diff.Decision, now time.Time) 
 		ObservedAt:        now,
 		Job:               j.Raw,
 	})
+}
+
+// logger is the log of everything about target t: every line carries the
+// masked phone and the target.
+func (w *Worker) logger(t periskope.Target) *zap.Logger {
+	return w.log.With(zap.String("phone", MaskPhone(t.Phone)), zap.String("target", MaskTarget(t)))
 }
 
 // MaskTarget names a target for logs with all but the last four characters

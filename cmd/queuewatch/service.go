@@ -19,6 +19,7 @@ import (
 
 	"github.com/queuewatch/queuewatch/config"
 	"github.com/queuewatch/queuewatch/internal/embednats"
+	"github.com/queuewatch/queuewatch/metrics"
 	"github.com/queuewatch/queuewatch/periskope"
 	"github.com/queuewatch/queuewatch/publisher"
 	"github.com/queuewatch/queuewatch/snapshot"
@@ -47,22 +48,41 @@ func runService(ctx context.Context, stderr io.Writer) error {
 		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 		natsURL = srv.ClientURL()
 	}
+	h := &health{}
+	m := metrics.New(version, h.trackedJobs)
+	// The HTTP server outlives ctx: /readyz answers 503 while in-flight work
+	// drains after SIGTERM, and it stops once the pipeline has returned.
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	waitHTTP, err := serveHTTP(httpCtx, cfg.HTTPAddr, h.handler(m), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopHTTP()
+		if err := waitHTTP(); err != nil {
+			log.Warn("HTTP server", zap.Error(err))
+		}
+	}()
+
 	nc, err := connect(cfg, natsURL, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	h.nc.Store(nc)
 
 	client, err := periskope.NewClient(periskope.Options{
-		BaseURL:   cfg.APIURL,
-		APIKey:    cfg.APIKey.Reveal(),
-		Timeout:   cfg.RequestTimeout,
-		UserAgent: "queuewatch/" + version,
+		BaseURL:       cfg.APIURL,
+		APIKey:        cfg.APIKey.Reveal(),
+		Timeout:       cfg.RequestTimeout,
+		UserAgent:     "queuewatch/" + version,
+		WrapTransport: m.InstrumentTransport,
 	})
 	if err != nil {
 		return fmt.Errorf("periskope client: %w", err)
 	}
-	p := pipeline{cfg: cfg, log: log, lister: client, targets: cfg.Targets()}
+	p := pipeline{cfg: cfg, log: log, lister: client, targets: cfg.Targets(), health: h, observer: m}
 	err = p.run(ctx, nc)
 	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
 		log.Warn("drain NATS connection", zap.Error(derr))
@@ -79,6 +99,9 @@ type pipeline struct {
 	targets []periskope.Target
 	// emitBaseline overrides cfg.EmitBaseline when set (the demo).
 	emitBaseline *bool
+	// health, if set, is told what is ready; observer, if set, counts.
+	health   *health
+	observer worker.Observer
 }
 
 // run sets up the stream and bucket (retrying while NATS is unreachable),
@@ -127,7 +150,12 @@ func (p pipeline) run(ctx context.Context, nc *nats.Conn) error {
 		CommitTimeout: p.cfg.RequestTimeout,
 		RateLimit:     p.cfg.RateLimit,
 		Logger:        p.log,
+		Observer:      p.observer,
 	})
+	if p.health != nil {
+		p.health.worker.Store(w)
+		p.health.store.Store(store)
+	}
 	p.log.Info("polling", zap.Int("targets", len(p.targets)), zap.Duration("interval", p.cfg.PollInterval),
 		zap.String("stream", p.cfg.Stream), zap.String("subject", p.cfg.Subject), zap.String("bucket", p.cfg.KVBucket))
 
@@ -143,6 +171,9 @@ func (p pipeline) run(ctx context.Context, nc *nats.Conn) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+	}
+	if p.health != nil {
+		p.health.stopping.Store(true)
 	}
 	p.log.Info("shutting down: finishing in-flight publishes and commits", zap.Duration("grace", p.cfg.ShutdownGrace))
 	select {
