@@ -55,7 +55,7 @@ type Config struct {
 // KV is the snapshot store. It is safe for concurrent use.
 type KV struct {
 	kv     jetstream.KeyValue
-	cached sync.Map // key -> entry
+	cached sync.Map     // key -> entry
 	jobs   atomic.Int64 // job keys in cached
 	ready  atomic.Bool
 }
