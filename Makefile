@@ -36,3 +36,17 @@ fmt:
 lint:
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
+
+# --- container image and Kubernetes manifests (deploy/) ---
+
+IMAGE ?= ghcr.io/queuewatch/queuewatch:$(VERSION)
+
+.PHONY: image manifests
+
+## image: the container image (needs Docker with BuildKit); same go build line as `build`
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+## manifests: each overlay rendered with the kustomize API into bin/manifests/<overlay>.yaml (no kubectl needed)
+manifests:
+	$(GO) run ./deploy/render -out bin/manifests $(wildcard deploy/overlays/*)

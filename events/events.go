@@ -8,6 +8,12 @@
 // attempts), so a JetStream consumer of the stream sees each transition once,
 // while a core NATS subscriber may see a repeat and should drop ids it has
 // already handled.
+//
+// [Subscribe] consumes the events through a durable JetStream consumer, with
+// redelivery and backoff on handler errors. [Schema] is the JSON Schema of
+// the payload and [ValidatePayload] checks a payload against it. The
+// contract in prose is docs/events.md; docs/asyncapi.json describes the NATS
+// channels.
 package events
 
 import (

@@ -181,6 +181,10 @@ func (r *replica) stop(t testing.TB) {
 	}
 }
 
+// rawPayloads maps an event id to its message payload as the stream holds
+// it, recorded by streamEvents for checkCloudEvent's schema validation.
+var rawPayloads sync.Map
+
 // streamEvents returns every event the stream holds, in stream order.
 func (e *env) streamEvents(t testing.TB) []events.Event {
 	t.Helper()
@@ -210,6 +214,7 @@ func (e *env) streamEvents(t testing.TB) []events.Event {
 		if got := m.Header.Get(events.HeaderMsgID); got != ev.ID {
 			t.Errorf("message %d: Nats-Msg-Id %q, event id %q", seq, got, ev.ID)
 		}
+		rawPayloads.Store(ev.ID, m.Data)
 		out = append(out, ev)
 	}
 	return out
@@ -270,6 +275,25 @@ func checkCloudEvent(t *testing.T, ev events.Event) {
 	if err := ev.Validate(); err != nil {
 		t.Errorf("event %s: %v", ev.ID, err)
 	}
+	// The payload as published (or, for an event that did not come from
+	// streamEvents, as Event encodes) satisfies the JSON Schema and uses no
+	// member the schema does not describe: renaming, dropping or adding a
+	// field in code without changing the contract fails here.
+	payload, recorded := rawPayloads.Load(ev.ID)
+	raw, _ := payload.([]byte)
+	if !recorded {
+		var err error
+		if raw, err = json.Marshal(ev); err != nil {
+			t.Errorf("event %s: encode: %v", ev.ID, err)
+			return
+		}
+	}
+	if err := events.ValidatePayload(raw); err != nil {
+		t.Errorf("event %s breaks the schema: %v\n%s", ev.ID, err, raw)
+	}
+	if extra := undocumented(t, raw); len(extra) > 0 {
+		t.Errorf("event %s carries members the schema does not describe: %v", ev.ID, extra)
+	}
 	if ev.DataContentType != "application/json" || ev.SpecVersion != "1.0" || ev.Type != "queue.job.status_changed" {
 		t.Errorf("event %s attributes: %+v", ev.ID, ev)
 	}
@@ -302,4 +326,52 @@ func checkCloudEvent(t *testing.T, ev events.Event) {
 			t.Errorf("event %s: timeline[%s] = %v, job has %q", ev.ID, k, ts, v)
 		}
 	}
+}
+
+// schemaMembers returns the members events.Schema describes: its
+// "properties" and those of its data.
+var schemaMembers = sync.OnceValues(func() (schemaProps, error) {
+	var s schemaProps
+	if err := json.Unmarshal(events.Schema, &s); err != nil {
+		return s, err
+	}
+	err := json.Unmarshal(s.Properties["data"], &s.Data)
+	return s, err
+})
+
+type schemaProps struct {
+	Properties map[string]json.RawMessage `json:"properties"`
+	Data       struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+	} `json:"-"`
+}
+
+// undocumented lists the members of an event payload that the schema does
+// not describe (it allows them, for the contract to grow, but what
+// queuewatch itself sends must be documented).
+func undocumented(t *testing.T, raw []byte) []string {
+	t.Helper()
+	schema, err := schemaMembers()
+	if err != nil {
+		t.Fatalf("events.Schema: %v", err)
+	}
+	envelope, data := schema.Properties, schema.Data.Properties
+	var ev map[string]json.RawMessage
+	var d map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return []string{"(not a JSON object)"}
+	}
+	_ = json.Unmarshal(ev["data"], &d)
+	var extra []string
+	for k := range ev {
+		if _, ok := envelope[k]; !ok {
+			extra = append(extra, k)
+		}
+	}
+	for k := range d {
+		if _, ok := data[k]; !ok {
+			extra = append(extra, "data."+k)
+		}
+	}
+	return extra
 }

@@ -6,6 +6,7 @@
 //
 //	queuewatch [run]   run the service, configured by QUEUEWATCH_* variables
 //	queuewatch demo    embedded NATS + simulated API + live view of events
+//	queuewatch tail    print events from NATS as they come
 //	queuewatch --help  list the configuration variables
 package main
 
@@ -46,6 +47,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runService(ctx, stderr)
 	case "demo":
 		err = runDemo(ctx, stdout, stderr)
+	case "tail":
+		return tailCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "queuewatch", version)
 		return exitOK
@@ -76,6 +79,7 @@ func usage(w io.Writer) {
 Usage:
   queuewatch [run]    run the service (configured by the environment below)
   queuewatch demo     embedded NATS + simulated Periskope API + live view of events
+  queuewatch tail     print events from NATS as they come (queuewatch tail --help)
   queuewatch version  print the version
   queuewatch --help   this help
 

@@ -17,6 +17,10 @@ const (
 	StatusDelivered = "delivered"
 	StatusRead      = "read"
 	StatusFailed    = "failed"
+	// StatusWaiting is not a documented status: the Simulator uses it (see
+	// SimOptions.UnknownRate) for the odd value a real API reports that
+	// queuewatch does not know.
+	StatusWaiting = "waiting"
 )
 
 // MaxAttempts is how many times the Simulator tries a job before leaving
@@ -32,6 +36,7 @@ var simNext = map[string]string{
 	StatusSent:      StatusDelivered,
 	StatusDelivered: StatusRead,
 	StatusFailed:    StatusQueued,
+	StatusWaiting:   StatusSending,
 }
 
 // statusDescription is the human text the Simulator sets per status.
@@ -43,6 +48,7 @@ var statusDescription = map[string]string{
 	StatusDelivered: "Delivered to recipient.",
 	StatusRead:      "Read by recipient.",
 	StatusFailed:    "Failed to send: simulated failure.",
+	StatusWaiting:   "Waiting for the phone to come online.",
 }
 
 // timelineKey is the timeline entry set on entering a status.
@@ -55,7 +61,8 @@ var timelineKey = map[string]string{
 	StatusFailed:    "failed_at",
 }
 
-// SimOptions configures a Simulator.
+// SimOptions configures a Simulator. The zero value of each field after Now
+// turns its feature off, so the first five alone give the plain simulation.
 type SimOptions struct {
 	// Phones are the x-phone values to fill.
 	Phones []string
@@ -69,20 +76,51 @@ type SimOptions struct {
 	// Now is the clock for timeline stamps. Default time.Now; set a fixed
 	// clock for fully reproducible jobs.
 	Now func() time.Time
+
+	// MaxDelay, if > 0, makes each job wait a random 1 to MaxDelay steps
+	// before each move, instead of moving on a coin flip at every step.
+	MaxDelay int
+	// SendPerStep, if > 0, caps how many jobs of one phone the sender
+	// takes up (to sending or waiting) in one step, as a real sender works
+	// through a broadcast.
+	SendPerStep int
+	// UnknownRate is the chance (0..1) that the sender finds a queued job's
+	// phone offline: the job goes through StatusWaiting, a status
+	// queuewatch does not know, before sending.
+	UnknownRate float64
+	// BroadcastEvery, if > 0, starts a broadcast at step 1 and then every
+	// BroadcastEvery steps, on the phones in turn: BroadcastMin to
+	// BroadcastMax chats (default 20 to 200), all added queued at once.
+	BroadcastEvery int
+	BroadcastMin   int
+	BroadcastMax   int
+	// ScheduledEvery, if > 0, makes every ScheduledEvery-th broadcast a
+	// scheduled one: its jobs are added "scheduled" and start moving
+	// ScheduleDelay steps later.
+	ScheduledEvery int
+	ScheduleDelay  int
+	// Forget, if > 0, drops a job from the API's list Forget steps after it
+	// was read or failed for good, as a real queue lists recent jobs only.
+	Forget int
 }
 
 // Simulator moves the jobs of a Server along a send's life:
 // scheduled → queued → sending → sent → delivered → read, with
 // sending → failed at FailRate and failed → queued (a retry, attempts+1)
-// while fewer than MaxAttempts attempts were made. It is safe for
-// concurrent use.
+// while fewer than MaxAttempts attempts were made; optionally with
+// queued → waiting → sending, broadcasts and per-job delays (see
+// SimOptions). It is safe for concurrent use.
 type Simulator struct {
 	srv *Server
 	o   SimOptions
 
-	mu  sync.Mutex
-	rng *rand.Rand
-	seq int // messages created so far, for bodies
+	mu         sync.Mutex
+	rng        *rand.Rand
+	seq        int            // messages created so far, for bodies
+	step       int            // steps taken so far
+	broadcasts int            // broadcasts started so far
+	due        map[string]int // queue id → first step the job may move at
+	finished   map[string]int // queue id → step it reached a final status
 }
 
 // NewSimulator fills s with o.JobsPerPhone jobs per phone, each "scheduled"
@@ -92,10 +130,20 @@ func NewSimulator(s *Server, o SimOptions) *Simulator {
 		o.Now = time.Now
 	}
 	o.FailRate = min(max(o.FailRate, 0), 1)
+	o.UnknownRate = min(max(o.UnknownRate, 0), 1)
+	if o.BroadcastMin <= 0 {
+		o.BroadcastMin = 20
+	}
+	if o.BroadcastMax <= 0 {
+		o.BroadcastMax = 200
+	}
+	o.BroadcastMax = max(o.BroadcastMax, o.BroadcastMin)
 	m := &Simulator{
-		srv: s,
-		o:   o,
-		rng: rand.New(rand.NewPCG(uint64(o.Seed), 0x9e3779b97f4a7c15)),
+		srv:      s,
+		o:        o,
+		rng:      rand.New(rand.NewPCG(uint64(o.Seed), 0x9e3779b97f4a7c15)),
+		due:      make(map[string]int),
+		finished: make(map[string]int),
 	}
 	for _, phone := range o.Phones {
 		broadcast := m.uuid()
@@ -113,24 +161,37 @@ func NewSimulator(s *Server, o SimOptions) *Simulator {
 }
 
 // Step advances a random subset of jobs by one stage and, now and then,
-// adds a new queued job to a phone. It does not sleep.
+// adds a new queued job to a phone; it starts the broadcasts that are due
+// and forgets finished jobs (if so configured). It does not sleep.
 func (m *Simulator) Step() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.step++
+	m.startBroadcast()
 	for _, phone := range m.o.Phones {
-		var changed []Job
+		var changed, kept []Job
+		forgot := false
+		sending := 0 // jobs of this phone that started sending in this step
 		for _, j := range m.srv.Jobs(phone) {
-			if m.rng.IntN(2) == 0 {
+			if at, ok := m.finished[j.QueueID]; ok && m.o.Forget > 0 && m.step-at >= m.o.Forget {
+				delete(m.finished, j.QueueID)
+				delete(m.due, j.QueueID)
+				forgot = true
 				continue
 			}
-			if m.advance(&j) {
+			if m.ready(j) && m.advance(&j, &sending) {
 				changed = append(changed, j)
 			}
+			kept = append(kept, j)
 		}
 		if m.rng.IntN(5) == 0 {
-			changed = append(changed, m.newJob(StatusQueued, ""))
+			j := m.newJob(StatusQueued, "")
+			changed, kept = append(changed, j), append(kept, j)
 		}
-		if len(changed) > 0 {
+		switch {
+		case forgot:
+			m.srv.SetJobs(phone, kept)
+		case len(changed) > 0:
 			m.srv.Upsert(phone, changed...)
 		}
 	}
@@ -153,14 +214,54 @@ func (m *Simulator) Run(ctx context.Context, every time.Duration) {
 	}
 }
 
-// advance moves j one stage on, reporting whether it changed. m.mu must be
+// ready reports whether j may move in this step. m.mu must be held.
+func (m *Simulator) ready(j Job) bool {
+	if m.step < m.due[j.QueueID] {
+		return false
+	}
+	return m.o.MaxDelay > 0 || m.rng.IntN(2) == 1
+}
+
+// startBroadcast adds the broadcast due at this step, if any. m.mu must be
 // held.
-func (m *Simulator) advance(j *Job) bool {
+func (m *Simulator) startBroadcast() {
+	every := m.o.BroadcastEvery
+	if every <= 0 || len(m.o.Phones) == 0 || (m.step-1)%every != 0 {
+		return
+	}
+	i := m.broadcasts
+	m.broadcasts++
+	phone := m.o.Phones[i%len(m.o.Phones)]
+	scheduled := m.o.ScheduledEvery > 0 && (i+1)%m.o.ScheduledEvery == 0
+	id := m.uuid()
+	jobs := make([]Job, m.o.BroadcastMin+m.rng.IntN(m.o.BroadcastMax-m.o.BroadcastMin+1))
+	for k := range jobs {
+		if scheduled {
+			jobs[k] = m.newJob(StatusScheduled, id)
+			m.due[jobs[k].QueueID] = m.step + m.o.ScheduleDelay
+		} else {
+			jobs[k] = m.newJob(StatusQueued, id)
+		}
+	}
+	m.srv.Upsert(phone, jobs...)
+}
+
+// advance moves j one stage on, reporting whether it changed; sending
+// counts the phone's jobs that started sending in this step. m.mu must be
+// held.
+func (m *Simulator) advance(j *Job, sending *int) bool {
 	next, ok := simNext[j.Status]
 	if !ok {
 		return false // read, or a status the simulator does not know
 	}
+	if next == StatusSending && m.o.SendPerStep > 0 && *sending >= m.o.SendPerStep {
+		return false // the sender is busy; try again next step
+	}
 	switch j.Status {
+	case StatusQueued:
+		if m.o.UnknownRate > 0 && m.rng.Float64() < m.o.UnknownRate {
+			next = StatusWaiting // the sender found the phone offline
+		}
 	case StatusSending:
 		if m.rng.Float64() < m.o.FailRate {
 			next = StatusFailed
@@ -172,11 +273,26 @@ func (m *Simulator) advance(j *Job) bool {
 		j.Attempts++
 		delete(j.Timeline, "failed_at")
 	}
+	if next == StatusSending || next == StatusWaiting {
+		*sending++ // the sender took it up
+	}
 	m.setStatus(j, next)
 	if next == StatusSent && j.MessageID == "" {
 		j.MessageID = "true_" + j.ChatID + "_" + j.UniqueID
 	}
+	if m.o.Forget > 0 && (next == StatusRead || next == StatusFailed && j.Attempts >= MaxAttempts) {
+		m.finished[j.QueueID] = m.step
+	}
+	m.delay(j.QueueID)
 	return true
+}
+
+// delay sets when the job may move next, if jobs wait between moves. m.mu
+// must be held.
+func (m *Simulator) delay(queueID string) {
+	if m.o.MaxDelay > 0 {
+		m.due[queueID] = m.step + 1 + m.rng.IntN(m.o.MaxDelay)
+	}
 }
 
 // setStatus sets j's status, its description and its timeline stamp.
@@ -205,6 +321,7 @@ func (m *Simulator) newJob(status, broadcast string) Job {
 		Attempts:    1,
 	}
 	m.setStatus(&j, status)
+	m.delay(j.QueueID)
 	return j
 }
 

@@ -193,3 +193,136 @@ func TestSimulatorRun(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// workload is the demo-like configuration: delays, a send rate,
+// broadcasts (every second one scheduled), unknown statuses, forgetting.
+func workload(seed int64) periskopetest.SimOptions {
+	return periskopetest.SimOptions{
+		Phones: []string{"p1", "p2", "p3"}, JobsPerPhone: 2, FailRate: 0.2, Seed: seed, Now: fixedClock,
+		MaxDelay: 4, SendPerStep: 3, UnknownRate: 0.1,
+		BroadcastEvery: 30, BroadcastMin: 20, BroadcastMax: 60, ScheduledEvery: 2, ScheduleDelay: 25,
+		Forget: 40,
+	}
+}
+
+func TestSimulatorWorkloadDeterministic(t *testing.T) {
+	a, b := simulate(t, workload(9), 120), simulate(t, workload(9), 120)
+	if diff := cmp.Diff(a, b); diff != "" {
+		t.Errorf("same seed, different jobs (-a +b):\n%s", diff)
+	}
+	if cmp.Equal(a, simulate(t, workload(10), 120)) {
+		t.Error("different seeds gave the same jobs")
+	}
+}
+
+// TestSimulatorWorkload runs the demo-like workload for 300 steps and checks
+// each promise of SimOptions on what the API serves after every step.
+func TestSimulatorWorkload(t *testing.T) {
+	s := newServer(t)
+	o := workload(11)
+	m := periskopetest.NewSimulator(s, o)
+	edges := map[[2]string]bool{{"queued", "waiting"}: true, {"waiting", "sending"}: true}
+	for e := range allowed {
+		edges[e] = true
+	}
+	initial := map[string]bool{} // broadcast ids of the starting jobs
+	last := map[string]periskopetest.Job{}
+	for _, p := range o.Phones {
+		for _, j := range s.Jobs(p) {
+			initial[j.BroadcastID] = true
+			last[j.QueueID] = j
+		}
+	}
+	type broadcast struct {
+		phone     string
+		chats     int
+		scheduled bool
+		started   int // step it appeared
+	}
+	broadcasts := map[string]*broadcast{}
+	var order []string
+	seen := map[string]int{} // statuses and events of note → how often
+	for step := 1; step <= 300; step++ {
+		m.Step()
+		present := map[string]bool{}
+		for _, p := range o.Phones {
+			started := 0
+			for _, j := range s.Jobs(p) {
+				present[j.QueueID] = true
+				prev, ok := last[j.QueueID]
+				last[j.QueueID] = j
+				if !ok {
+					if j.Attempts != 1 || (j.Status != "queued" && j.Status != "scheduled") {
+						t.Fatalf("step %d: new job %+v", step, j)
+					}
+					if j.BroadcastID != "" && !initial[j.BroadcastID] {
+						b := broadcasts[j.BroadcastID]
+						if b == nil {
+							b = &broadcast{phone: p, scheduled: j.Status == "scheduled", started: step}
+							broadcasts[j.BroadcastID] = b
+							order = append(order, j.BroadcastID)
+						}
+						if b.phone != p || b.started != step || b.scheduled != (j.Status == "scheduled") {
+							t.Fatalf("step %d: broadcast %s is not one batch of one kind on one phone", step, j.BroadcastID)
+						}
+						b.chats++
+					}
+					continue
+				}
+				if prev.Status == j.Status && prev.Attempts == j.Attempts {
+					continue
+				}
+				if e := [2]string{prev.Status, j.Status}; !edges[e] {
+					t.Fatalf("step %d: job %s moved %s → %s", step, j.QueueID, e[0], e[1])
+				}
+				if b := broadcasts[j.BroadcastID]; b != nil && prev.Status == "scheduled" {
+					if step < b.started+o.ScheduleDelay {
+						t.Errorf("step %d: job %s of a scheduled broadcast started before step %d", step, j.QueueID, b.started+o.ScheduleDelay)
+					}
+					seen["scheduled broadcast job started"]++
+				}
+				if j.Status == "sending" || j.Status == "waiting" { // the sender took it up
+					started++
+				}
+				if j.Attempts > prev.Attempts {
+					seen["retry"]++
+				}
+				seen[j.Status]++
+			}
+			if started > o.SendPerStep {
+				t.Errorf("step %d: %d jobs of %s started sending, cap %d", step, started, p, o.SendPerStep)
+			}
+		}
+		for id, j := range last {
+			if present[id] {
+				continue
+			}
+			if j.Status != "read" && (j.Status != "failed" || j.Attempts < periskopetest.MaxAttempts) {
+				t.Errorf("step %d: unfinished job %s (%s, attempt %d) was dropped", step, id, j.Status, j.Attempts)
+			}
+			seen["forgotten"]++
+			delete(last, id)
+		}
+	}
+
+	if len(order) != 10 { // steps 1, 31, …, 271
+		t.Fatalf("%d broadcasts in 300 steps, want 10", len(order))
+	}
+	for i, id := range order {
+		b := broadcasts[id]
+		if want := o.Phones[i%len(o.Phones)]; b.phone != want || b.started != 1+30*i {
+			t.Errorf("broadcast %d on %s at step %d, want %s at %d", i, b.phone, b.started, want, 1+30*i)
+		}
+		if b.chats < o.BroadcastMin || b.chats > o.BroadcastMax {
+			t.Errorf("broadcast %d has %d chats", i, b.chats)
+		}
+		if b.scheduled != (i%2 == 1) {
+			t.Errorf("broadcast %d scheduled = %v", i, b.scheduled)
+		}
+	}
+	for _, what := range []string{"waiting", "failed", "retry", "read", "forgotten", "scheduled broadcast job started"} {
+		if seen[what] == 0 {
+			t.Errorf("no %s in 300 steps (%v)", what, seen)
+		}
+	}
+}
