@@ -74,6 +74,7 @@ type Client struct {
 	maxBody   int64
 	userAgent string
 	now       func() time.Time
+	idle      interface{ CloseIdleConnections() } // the default transport, under any wrapper
 }
 
 // NewClient checks o and returns a Client. BaseURL must be an absolute
@@ -116,6 +117,7 @@ func NewClient(o Options) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
+		c.idle = c.hc.Transport.(*http.Transport)
 		if o.WrapTransport != nil {
 			c.hc.Transport = o.WrapTransport(c.hc.Transport)
 		}
@@ -135,6 +137,16 @@ func defaultHTTPClient() *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
+	}
+}
+
+// CloseIdleConnections closes the connections the client keeps open for
+// later requests. Call it when done with the client: they would otherwise
+// stay open (and their goroutines alive) until the server drops them.
+func (c *Client) CloseIdleConnections() {
+	c.hc.CloseIdleConnections()
+	if c.idle != nil {
+		c.idle.CloseIdleConnections() // a wrapped transport does not pass it on
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/queuewatch/queuewatch/diff"
@@ -54,10 +55,33 @@ type Config struct {
 
 // KV is the snapshot store. It is safe for concurrent use.
 type KV struct {
-	kv     jetstream.KeyValue
-	cached sync.Map     // key -> entry
-	jobs   atomic.Int64 // job keys in cached
-	ready  atomic.Bool
+	js      jetstream.JetStream
+	cfg     Config
+	kv      atomic.Pointer[bucket]
+	remake  sync.RWMutex // held to re-create a deleted bucket, read-held to use it
+	created time.Time    // when the bucket bound to was created; under remake
+	cached  sync.Map     // key -> entry
+	jobs    atomic.Int64 // job keys in cached
+	ready   atomic.Bool
+}
+
+// bucket is the handle of the bucket, replaced when it is re-created.
+type bucket struct{ jetstream.KeyValue }
+
+// use runs op on the bucket, and once more if op failed because the bucket
+// was deleted and recreate brought it back. It never runs while a
+// re-created bucket is being refilled.
+func (s *KV) use(ctx context.Context, op func(jetstream.KeyValue) error) error {
+	try := func() error {
+		s.remake.RLock()
+		defer s.remake.RUnlock()
+		return op(s.kv.Load().KeyValue)
+	}
+	err := try()
+	if err != nil && s.recreate(ctx, err) {
+		err = try()
+	}
+	return err
 }
 
 type entry struct {
@@ -65,7 +89,10 @@ type entry struct {
 	rev uint64
 }
 
-// Open binds to the bucket, creating it if it does not exist.
+// Open binds to the bucket, creating it if it does not exist. If the bucket
+// is deleted while the store is in use, the first operation or watcher
+// check that finds it gone creates it again, with the same configuration,
+// and refills it with what the store knew.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*KV, error) {
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
@@ -73,24 +100,113 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*KV, error) 
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      cfg.Bucket,
-			Description: "queuewatch: last-known snapshot of each queue job",
-			History:     1,
-			TTL:         cfg.TTL,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
+	s := &KV{js: js, cfg: cfg}
+	kv, err := s.bind(ctx)
+	if err == nil {
+		s.created, err = createdAt(ctx, kv)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot bucket %s: %w", cfg.Bucket, err)
 	}
-	return &KV{kv: kv}, nil
+	s.kv.Store(&bucket{kv})
+	return s, nil
+}
+
+// bind returns the bucket, creating it if it does not exist.
+func (s *KV) bind(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := s.js.KeyValue(ctx, s.cfg.Bucket)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return kv, err
+	}
+	kv, err = s.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      s.cfg.Bucket,
+		Description: "queuewatch: last-known snapshot of each queue job",
+		History:     1,
+		TTL:         s.cfg.TTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = s.js.KeyValue(ctx, s.cfg.Bucket) // another replica won the race
+	}
+	return kv, err
+}
+
+// bucketGone reports whether err can mean that the bucket's stream no
+// longer exists: a direct get or a write that nothing answers, or a lookup
+// that says so.
+func bucketGone(err error) bool {
+	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, nats.ErrStreamNotFound) || // from the watcher
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// recreate is called when an operation failed with err. If err can mean
+// the bucket was deleted, it binds to the bucket again (see rebind) and
+// reports whether the operation should be retried once.
+func (s *KV) recreate(ctx context.Context, err error) bool {
+	if !bucketGone(err) || ctx.Err() != nil {
+		return false
+	}
+	return s.rebind(ctx) == nil
+}
+
+// rebind binds to the bucket again, creating it with Open's configuration
+// if it is gone. If the bucket is not the one the store knew (this store
+// or another replica re-created it), it is refilled from the cache first:
+// the snapshots and baseline markers this process knew, so that unchanged
+// jobs are not announced again as new and targets are not baselined again
+// after a restart. Cached values may lag what was lost; that only makes the
+// worker re-derive an event whose id the stream already holds, which the
+// stream drops. No operation of this store runs meanwhile.
+func (s *KV) rebind(ctx context.Context) error {
+	s.remake.Lock()
+	defer s.remake.Unlock()
+	kv, err := s.bind(ctx)
+	if err != nil {
+		return err
+	}
+	created, err := createdAt(ctx, kv)
+	if err != nil {
+		return err
+	}
+	s.kv.Store(&bucket{kv})
+	if created.Equal(s.created) {
+		return nil
+	}
+	s.created = created
+	// Revisions start again in the new bucket: the cache takes the new
+	// ones, or 0 so that whatever the watcher reads next wins.
+	failed := false
+	s.cached.Range(func(k, v any) bool {
+		e := v.(entry)
+		e.rev = 0
+		if val, err := json.Marshal(e.rec); err == nil && !failed {
+			rev, err := kv.Create(ctx, k.(string), val)
+			switch {
+			case err == nil:
+				e.rev = rev
+			case !errors.Is(err, jetstream.ErrKeyExists): // ErrKeyExists: a newer write got there first
+				failed = true
+			}
+		}
+		s.cached.Store(k, e)
+		return true
+	})
+	return nil
+}
+
+// createdAt returns when the bucket's stream was created: a re-created
+// bucket has the same name and another creation time.
+func createdAt(ctx context.Context, kv jetstream.KeyValue) (time.Time, error) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		return bs.StreamInfo().Created, nil
+	}
+	return time.Time{}, nil
 }
 
 const baselinePrefix = "_baseline."
@@ -169,7 +285,11 @@ func (s *KV) Len() int { return int(s.jobs.Load()) }
 // Get reads key from the bucket. found is false for a missing, deleted or
 // expired key. The cache is refreshed with what was read.
 func (s *KV) Get(ctx context.Context, key string) (rec Record, rev uint64, found bool, err error) {
-	e, err := s.kv.Get(ctx, key)
+	var e jetstream.KeyValueEntry
+	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
+		e, err = kv.Get(ctx, key)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		if old, ok := s.cached.Load(key); ok {
 			s.forget(key, old.(entry).rev)
@@ -203,11 +323,14 @@ func (s *KV) write(ctx context.Context, key string, rec Record, rev uint64, upda
 		return 0, fmt.Errorf("encode snapshot %s: %w", key, err)
 	}
 	var newRev uint64
-	if update {
-		newRev, err = s.kv.Update(ctx, key, val, rev)
-	} else {
-		newRev, err = s.kv.Create(ctx, key, val)
-	}
+	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
+		if update {
+			newRev, err = kv.Update(ctx, key, val, rev)
+		} else {
+			newRev, err = kv.Create(ctx, key, val)
+		}
+		return err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
 		return 0, fmt.Errorf("write snapshot %s: %w", key, ErrConflict)
@@ -235,19 +358,27 @@ func (s *KV) MarkBaselined(ctx context.Context, t periskope.Target, at time.Time
 	if err != nil {
 		return err
 	}
-	if _, err := s.kv.Put(ctx, key, val); err != nil {
+	var rev uint64
+	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
+		rev, err = kv.Put(ctx, key, val)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("mark baseline of %s: %w", t, err)
 	}
+	s.remember(key, entry{Record{SeenAt: at}, rev})
 	return nil
 }
 
 // Watch keeps the cache current until ctx ends, re-watching after a pause
 // when the watcher fails or stops (as it can after a broker restart); each
-// such failure is passed to onError, which may be nil. It returns when ctx
-// is done.
+// such failure is passed to onError, which may be nil. Every retry (at
+// least every second) it also checks that the bucket it watches still
+// exists: a watcher whose bucket was deleted can stop without a word, and
+// re-watching re-creates the bucket. It returns when ctx is done.
 func (s *KV) Watch(ctx context.Context, retry time.Duration, onError func(error)) {
 	for {
-		err := s.watchOnce(ctx)
+		err := s.watchOnce(ctx, max(retry, time.Second))
 		if ctx.Err() != nil {
 			return
 		}
@@ -262,16 +393,48 @@ func (s *KV) Watch(ctx context.Context, retry time.Duration, onError func(error)
 	}
 }
 
-func (s *KV) watchOnce(ctx context.Context) error {
-	w, err := s.kv.WatchAll(ctx)
+// bucketCreated returns when the bucket's stream was created.
+func (s *KV) bucketCreated(ctx context.Context) (created time.Time, err error) {
+	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
+		created, err = createdAt(ctx, kv)
+		return err
+	})
+	return created, err
+}
+
+func (s *KV) watchOnce(ctx context.Context, check time.Duration) error {
+	var w jetstream.KeyWatcher
+	err := s.use(ctx, func(kv jetstream.KeyValue) (err error) {
+		w, err = kv.WatchAll(ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	defer w.Stop()
+	created, err := s.bucketCreated(ctx)
+	if err != nil {
+		return err
+	}
+	ticker := time.NewTicker(check)
+	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-ticker.C:
+			now, err := s.bucketCreated(ctx)
+			switch {
+			case err != nil && bucketGone(err):
+				return fmt.Errorf("snapshot: bucket %s is gone: %w", s.cfg.Bucket, err)
+			case err == nil && !now.Equal(created):
+				// Re-created elsewhere: refill it with what this store
+				// knew, and watch the new one.
+				if err := s.rebind(ctx); err != nil {
+					return err
+				}
+				return fmt.Errorf("snapshot: bucket %s was re-created", s.cfg.Bucket)
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("snapshot: watcher closed")

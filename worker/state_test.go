@@ -87,3 +87,12 @@ func TestMaskPhone(t *testing.T) {
 		t.Errorf("MaskTarget = %q", got)
 	}
 }
+
+func TestDefaultBackoffsStayUnderTheirCaps(t *testing.T) {
+	b := expBackoff(time.Minute, 15*time.Minute)
+	for i := range 50 {
+		if d := b.NextBackOff(); d > 15*time.Minute || d <= 0 {
+			t.Fatalf("wait %d = %v, want in (0, 15m]", i, d)
+		}
+	}
+}

@@ -3,10 +3,10 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -158,13 +158,21 @@ func New(l Lister, p Publisher, s Store, targets []periskope.Target, o Options) 
 }
 
 func expBackoff(initial, max time.Duration) backoff.BackOff {
-	b := backoff.NewExponentialBackOff(
+	return capped{backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(initial),
 		backoff.WithMaxInterval(max),
 		backoff.WithMaxElapsedTime(0), // never give up
-	)
-	return b
+	), max}
 }
+
+// capped keeps a jittered backoff at or below its maximum (the jitter
+// alone would take it up to 1.5 times over).
+type capped struct {
+	backoff.BackOff
+	max time.Duration
+}
+
+func (c capped) NextBackOff() time.Duration { return min(c.BackOff.NextBackOff(), c.max) }
 
 // Run polls every target until ctx is done, then returns nil once in-flight
 // publishes and commits have finished.
@@ -313,6 +321,12 @@ func (w *Worker) poll(ctx context.Context, t periskope.Target, st *targetState, 
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: start no new job
 		}
+		if j.Status == "" {
+			// Nothing to announce or compare: an event needs a status, and
+			// one such item must not fail the poll for all the others.
+			w.logger(t).Warn("skipped a job without a status in the API response", zap.String("queue_id", j.QueueID))
+			continue
+		}
 		if err := w.handle(ctx, t, j, baseline, now); err != nil {
 			return err
 		}
@@ -410,15 +424,29 @@ func diffJob(j periskope.Job) diff.Job {
 }
 
 // digest summarises the fields whose change updates a snapshot silently.
+// It runs for every polled job, so it avoids fmt and keeps allocations few.
 func digest(j periskope.Job) string {
 	h := sha256.New()
-	for _, s := range []string{j.UniqueID, j.MessageID, j.ChatID, j.BroadcastID, j.StatusDescription} {
-		fmt.Fprintf(h, "%d:%s;", len(s), s)
+	buf := make([]byte, 0, 256)
+	field := func(s string) {
+		buf = binary.AppendUvarint(buf, uint64(len(s)))
+		buf = append(buf, s...)
 	}
-	for _, k := range slices.Sorted(maps.Keys(j.Timeline)) {
-		fmt.Fprintf(h, "%d:%s=%d;", len(k), k, j.Timeline[k].UnixNano())
+	for _, s := range [...]string{j.UniqueID, j.MessageID, j.ChatID, j.BroadcastID, j.StatusDescription} {
+		field(s)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:8])
+	keys := make([]string, 0, len(j.Timeline))
+	for k := range j.Timeline {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		field(k)
+		buf = binary.AppendVarint(buf, j.Timeline[k].UnixNano())
+	}
+	h.Write(buf)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:8])
 }
 
 // event builds the event announcing decision d for job j of target t.

@@ -82,6 +82,7 @@ func runService(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("periskope client: %w", err)
 	}
+	defer client.CloseIdleConnections()
 	p := pipeline{cfg: cfg, log: log, lister: client, targets: cfg.Targets(), health: h, observer: m}
 	err = p.run(ctx, nc)
 	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
