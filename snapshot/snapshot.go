@@ -238,6 +238,22 @@ func BaselineKey(t periskope.Target) string {
 	return baselinePrefix + token(t.Phone) + ".all"
 }
 
+// masked is key for errors and logs: the phone token shortened to its last
+// four characters, like everywhere else queuewatch names a phone.
+func masked(key string) string {
+	prefix := ""
+	if rest, ok := strings.CutPrefix(key, baselinePrefix); ok {
+		prefix, key = baselinePrefix, rest
+	}
+	phone, rest, _ := strings.Cut(key, ".")
+	if len(phone) > 4 {
+		phone = "****" + phone[len(phone)-4:]
+	} else {
+		phone = "****"
+	}
+	return prefix + phone + "." + rest
+}
+
 // Cached returns the cached snapshot of key, if any. It never does I/O.
 func (s *KV) Cached(key string) (Record, bool) {
 	if e, ok := s.cached.Load(key); ok {
@@ -297,10 +313,10 @@ func (s *KV) Get(ctx context.Context, key string) (rec Record, rev uint64, found
 		return Record{}, 0, false, nil
 	}
 	if err != nil {
-		return Record{}, 0, false, fmt.Errorf("get snapshot %s: %w", key, err)
+		return Record{}, 0, false, fmt.Errorf("get snapshot %s: %w", masked(key), err)
 	}
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return Record{}, 0, false, fmt.Errorf("get snapshot %s: value at revision %d is not a snapshot: %w", key, e.Revision(), err)
+		return Record{}, 0, false, fmt.Errorf("get snapshot %s: value at revision %d is not a snapshot: %w", masked(key), e.Revision(), err)
 	}
 	s.remember(key, entry{rec, e.Revision()})
 	return rec, e.Revision(), true, nil
@@ -320,7 +336,7 @@ func (s *KV) Update(ctx context.Context, key string, rec Record, rev uint64) (ui
 func (s *KV) write(ctx context.Context, key string, rec Record, rev uint64, update bool) (uint64, error) {
 	val, err := json.Marshal(rec)
 	if err != nil {
-		return 0, fmt.Errorf("encode snapshot %s: %w", key, err)
+		return 0, fmt.Errorf("encode snapshot %s: %w", masked(key), err)
 	}
 	var newRev uint64
 	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
@@ -333,9 +349,9 @@ func (s *KV) write(ctx context.Context, key string, rec Record, rev uint64, upda
 	})
 	switch {
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
-		return 0, fmt.Errorf("write snapshot %s: %w", key, ErrConflict)
+		return 0, fmt.Errorf("write snapshot %s: %w", masked(key), ErrConflict)
 	case err != nil:
-		return 0, fmt.Errorf("write snapshot %s: %w", key, err)
+		return 0, fmt.Errorf("write snapshot %s: %w", masked(key), err)
 	}
 	s.remember(key, entry{rec, newRev})
 	return newRev, nil
@@ -364,7 +380,7 @@ func (s *KV) MarkBaselined(ctx context.Context, t periskope.Target, at time.Time
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("mark baseline of %s: %w", t, err)
+		return fmt.Errorf("mark baseline of %s: %w", masked(key), err)
 	}
 	s.remember(key, entry{Record{SeenAt: at}, rev})
 	return nil

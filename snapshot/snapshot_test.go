@@ -195,3 +195,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestMaskedKey(t *testing.T) {
+	for key, want := range map[string]string{
+		JobKey("918527184400", "q-1"):                                "****4400.q-1",
+		BaselineKey(periskope.Target{Phone: "918527184400"}):         "_baseline.****4400.all",
+		BaselineKey(periskope.Target{Phone: "91", BroadcastID: "b"}): "_baseline.****.broadcast.b",
+	} {
+		if got := masked(key); got != want {
+			t.Errorf("masked(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
