@@ -292,7 +292,7 @@ func (c *Config) checkAPIKeySources() *Error {
 }
 
 // checkURL checks one absolute URL with one of the schemes and a host.
-// Problems show the URL with any password redacted.
+// Problems show the URL with any user info (user, password, token) redacted.
 func checkURL(v, s string, schemes ...string) *Error {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -303,8 +303,9 @@ func checkURL(v, s string, schemes ...string) *Error {
 			return nil
 		}
 	}
-	if _, ok := u.User.Password(); ok {
-		s = u.Redacted()
+	if u.User != nil { // a user, password or token: never print it
+		u.User = url.User("redacted")
+		s = u.String()
 	}
 	return invalid(v, s)
 }

@@ -233,7 +233,7 @@ func TestErrors(t *testing.T) {
 		{"nats url blank", map[string]string{"QUEUEWATCH_NATS_URL": " "}, false,
 			`QUEUEWATCH_NATS_URL: entry 1 is empty: expected comma-separated nats://, tls://, ws:// or wss:// URLs with a host, or empty for an embedded server`},
 		{"nats url password redacted", map[string]string{"QUEUEWATCH_NATS_URL": "https://u:pw-SECRET@b"}, false,
-			`QUEUEWATCH_NATS_URL: entry 1: invalid value "https://u:xxxxx@b": expected comma-separated nats://, tls://, ws:// or wss:// URLs with a host, or empty for an embedded server`},
+			`QUEUEWATCH_NATS_URL: entry 1: invalid value "https://redacted@b": expected comma-separated nats://, tls://, ws:// or wss:// URLs with a host, or empty for an embedded server`},
 		{"nats creds missing", map[string]string{"QUEUEWATCH_NATS_CREDS": missing}, false,
 			`QUEUEWATCH_NATS_CREDS: cannot read "` + missing + `": no such file or directory: expected an existing file`},
 		{"nats creds directory", map[string]string{"QUEUEWATCH_NATS_CREDS": dir}, false,

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -239,7 +240,15 @@ func connect(cfg *config.Config, url string, log *zap.Logger) (*nats.Conn, error
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS: %w", err)
+		// The error text can quote a URL, and a URL can hold a password or
+		// token: the error is told again without them (so it cannot wrap).
+		msg := err.Error()
+		for _, u := range strings.Split(url, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				msg = strings.ReplaceAll(msg, u, redactURLs(u))
+			}
+		}
+		return nil, fmt.Errorf("connect to NATS at %s: %s", redactURLs(url), msg)
 	}
 	return nc, nil
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"go.uber.org/zap"
+
+	"github.com/queuewatch/queuewatch/config"
 	"github.com/queuewatch/queuewatch/internal/natstest"
 	"github.com/queuewatch/queuewatch/periskope/periskopetest"
 )
@@ -123,6 +126,11 @@ func TestServiceHealthAndMetrics(t *testing.T) {
 	}()
 
 	waitStatus(t, base+"/readyz", 200)
+	// The first poll records the silent baseline; only changes after it
+	// are events.
+	waitUntil(t, "the baseline poll", func() bool {
+		return sum(scrape(t, base+"/metrics")["queuewatch_last_successful_poll_timestamp_seconds"], nil) > 0
+	})
 	for _, st := range []string{"sending", "sent"} {
 		job.Status = st
 		api.Upsert(phone, job)
@@ -201,5 +209,28 @@ func TestReadyzAfterShutdownBegins(t *testing.T) {
 	}
 	if err := h.live(); err != nil {
 		t.Errorf("live = %v", err)
+	}
+}
+
+// A malformed NATS URL with credentials never shows them in the error,
+// although the parse error quotes the URL. (An unreachable server is no
+// error: the connection keeps retrying.)
+func TestConnectErrorsHideURLSecrets(t *testing.T) {
+	for _, url := range []string{
+		"nats://u:s3cr3tPW@127.0.0.1:badport",
+		"nats://s3cr3tTOKEN@127.0.0.1:badport",
+		"nats://127.0.0.1:1, nats://u:s3cr3tPW@127.0.0.1:badport",
+	} {
+		cfg, err := config.Parse()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = connect(cfg, url, zap.NewNop())
+		if err == nil {
+			t.Fatalf("connect(%q) succeeded", url)
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("connect error shows a secret: %v", err)
+		}
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -240,12 +240,9 @@ func (l *listFlag) Set(s string) error {
 // redactURLs hides the user information (passwords, tokens) of
 // comma-separated URLs.
 func redactURLs(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("redacted")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
+	return userInfo.ReplaceAllString(s, "${1}redacted@")
 }
+
+// userInfo matches the user info of a URL (user, password or token), even
+// in a URL too malformed to parse.
+var userInfo = regexp.MustCompile(`(://)[^/@\s,]*@`)
