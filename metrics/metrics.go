@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/queuewatch/queuewatch/diff"
 	"github.com/queuewatch/queuewatch/periskope"
 	"github.com/queuewatch/queuewatch/worker"
 )
@@ -53,7 +54,7 @@ func New(version string, trackedJobs func() int) *Metrics {
 		}, []string{"code"}),
 		eventsPublished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "queuewatch_events_published_total",
-			Help: "queue.job.status_changed events acknowledged by the stream, by new status (repeats dropped by the duplicate window included).",
+			Help: `queue.job.status_changed events acknowledged by the stream, by new status ("other" for statuses the API does not document; repeats dropped by the duplicate window included).`,
 		}, []string{"status"}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "queuewatch_publish_errors_total",
@@ -121,8 +122,15 @@ func (m *Metrics) PollFinished(t periskope.Target, took time.Duration, err error
 	}
 }
 
-// EventPublished implements worker.Observer.
-func (m *Metrics) EventPublished(status string) { m.eventsPublished.WithLabelValues(status).Inc() }
+// EventPublished implements worker.Observer. Statuses the API does not
+// document are counted as "other", so that a misbehaving API cannot grow
+// the number of series without bound.
+func (m *Metrics) EventPublished(status string) {
+	if _, known := diff.Rank(status); !known {
+		status = "other"
+	}
+	m.eventsPublished.WithLabelValues(status).Inc()
+}
 
 // PublishFailed implements worker.Observer.
 func (m *Metrics) PublishFailed() { m.publishErrors.Inc() }

@@ -334,7 +334,10 @@ func timestamp(raw json.RawMessage) (time.Time, bool) {
 		text = strings.TrimSpace(text)
 		for _, layout := range timeLayouts {
 			if t, err := time.Parse(layout, text); err == nil {
-				return t.UTC(), true
+				t = t.UTC()
+				// An offset can push 9999-12-31 into year 10000, which no
+				// RFC 3339 timestamp (nor an event) can hold.
+				return t, t.Year() <= 9999
 			}
 		}
 	case "number":

@@ -22,6 +22,11 @@ import (
 	"github.com/queuewatch/queuewatch/events"
 )
 
+// ErrUnpublishable is wrapped by Publish's error when the event can never
+// be published as it is (invalid, not encodable, larger than the server
+// accepts): retrying will not help.
+var ErrUnpublishable = errors.New("publisher: event cannot be published")
+
 // Config names the stream and subject and sets how the stream keeps events.
 type Config struct {
 	Stream  string // default events.Stream
@@ -115,11 +120,11 @@ func (p *NATS) Subject(e events.Event) string {
 // Encode returns the NATS message for e.
 func (p *NATS) Encode(e events.Event) (*nats.Msg, error) {
 	if err := e.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: event %s of job %s: %w", ErrUnpublishable, e.ID, e.Data.QueueID, err)
 	}
 	body, err := json.Marshal(e)
 	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", e.ID, err)
+		return nil, fmt.Errorf("%w: encode event %s of job %s: %w", ErrUnpublishable, e.ID, e.Data.QueueID, err)
 	}
 	m := nats.NewMsg(p.Subject(e))
 	m.Data = body
@@ -148,8 +153,11 @@ func (p *NATS) Publish(ctx context.Context, e events.Event) error {
 		}
 		_, err = p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(p.cfg.Stream))
 	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("%w: event %s of job %s is %d bytes: %w", ErrUnpublishable, e.ID, e.Data.QueueID, len(m.Data), err)
+	}
 	if err != nil {
-		return fmt.Errorf("publish event %s to %s: %w", e.ID, m.Subject, err)
+		return fmt.Errorf("publish event %s of job %s: %w", e.ID, e.Data.QueueID, err)
 	}
 	return nil
 }

@@ -30,7 +30,9 @@ func newFaultFixture(t *testing.T, srv *natstest.Server) *faultFixture {
 	_, js := srv.Connect(t)
 	ctx := context.Background()
 	f := &faultFixture{js: js, store: openStore(t, js), target: periskope.Target{Phone: "918527184400"}, recs: map[string]Record{}}
-	seen := time.Date(2026, 4, 1, 14, 0, 0, 0, time.UTC)
+	// Written now, as the worker does: the store forgets cached records
+	// older than the bucket's TTL.
+	seen := time.Now().UTC().Truncate(time.Second)
 	for i, st := range []string{"sent", "queued"} {
 		key := JobKey(f.target.Phone, "q-"+st)
 		rec := Record{Snapshot: diff.Snapshot{Status: st, Attempts: 1, Digest: "d" + st}, SeenAt: seen.Add(time.Duration(i) * time.Second)}

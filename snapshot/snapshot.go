@@ -38,6 +38,11 @@ const DefaultBucket = "queuewatch_snapshots"
 // it was read: another replica wrote it first.
 var ErrConflict = errors.New("snapshot: revision conflict")
 
+// ErrNotSnapshot is wrapped by Get's error when the key holds something
+// that is not a snapshot (written by something else). Get then also
+// returns the key's revision, so the caller can overwrite it.
+var ErrNotSnapshot = errors.New("snapshot: value is not a snapshot")
+
 // Record is the stored value of a job's key.
 type Record struct {
 	diff.Snapshot
@@ -103,6 +108,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*KV, error) 
 	s := &KV{js: js, cfg: cfg}
 	kv, err := s.bind(ctx)
 	if err == nil {
+		err = s.applyTTL(ctx)
+	}
+	if err == nil {
 		s.created, err = createdAt(ctx, kv)
 	}
 	if err != nil {
@@ -130,6 +138,26 @@ func (s *KV) bind(ctx context.Context) (jetstream.KeyValue, error) {
 		kv, err = s.js.KeyValue(ctx, s.cfg.Bucket) // another replica won the race
 	}
 	return kv, err
+}
+
+// applyTTL makes an existing bucket keep snapshots as long as configured:
+// the worker refreshes snapshots after half of the configured TTL, so a
+// bucket that expires them sooner would forget jobs it still sees. The
+// bucket's other settings are left as they are.
+func (s *KV) applyTTL(ctx context.Context) error {
+	st, err := s.js.Stream(ctx, "KV_"+s.cfg.Bucket)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.MaxAge == s.cfg.TTL {
+		return nil
+	}
+	cfg.MaxAge = s.cfg.TTL
+	if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("set TTL to %s: %w", s.cfg.TTL, err)
+	}
+	return nil
 }
 
 // bucketGone reports whether err can mean that the bucket's stream no
@@ -174,27 +202,43 @@ func (s *KV) rebind(ctx context.Context) error {
 	if created.Equal(s.created) {
 		return nil
 	}
-	s.created = created
+	// The refill is not the job of whichever operation noticed the loss:
+	// it gets a context of its own, and counts as done only when complete
+	// (else the next operation tries again; keys already back are kept).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refillTimeout)
+	defer cancel()
 	// Revisions start again in the new bucket: the cache takes the new
 	// ones, or 0 so that whatever the watcher reads next wins.
-	failed := false
+	var failed error
 	s.cached.Range(func(k, v any) bool {
 		e := v.(entry)
-		e.rev = 0
-		if val, err := json.Marshal(e.rec); err == nil && !failed {
-			rev, err := kv.Create(ctx, k.(string), val)
-			switch {
-			case err == nil:
-				e.rev = rev
-			case !errors.Is(err, jetstream.ErrKeyExists): // ErrKeyExists: a newer write got there first
-				failed = true
-			}
+		val, err := json.Marshal(e.rec)
+		if err != nil {
+			failed = err
+			return false
+		}
+		rev, err := kv.Create(ctx, k.(string), val)
+		switch {
+		case err == nil:
+			e.rev = rev
+		case errors.Is(err, jetstream.ErrKeyExists): // a newer write got there first
+			e.rev = 0
+		default:
+			failed = err
+			return false
 		}
 		s.cached.Store(k, e)
 		return true
 	})
+	if failed != nil {
+		return fmt.Errorf("snapshot: refill re-created bucket %s: %w", s.cfg.Bucket, failed)
+	}
+	s.created = created
 	return nil
 }
+
+// refillTimeout bounds the refill of a re-created bucket.
+const refillTimeout = 2 * time.Minute
 
 // createdAt returns when the bucket's stream was created: a re-created
 // bucket has the same name and another creation time.
@@ -316,7 +360,7 @@ func (s *KV) Get(ctx context.Context, key string) (rec Record, rev uint64, found
 		return Record{}, 0, false, fmt.Errorf("get snapshot %s: %w", masked(key), err)
 	}
 	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		return Record{}, 0, false, fmt.Errorf("get snapshot %s: value at revision %d is not a snapshot: %w", masked(key), e.Revision(), err)
+		return Record{}, e.Revision(), true, fmt.Errorf("get snapshot %s: value at revision %d: %w: %v", masked(key), e.Revision(), ErrNotSnapshot, err)
 	}
 	s.remember(key, entry{rec, e.Revision()})
 	return rec, e.Revision(), true, nil
@@ -409,6 +453,21 @@ func (s *KV) Watch(ctx context.Context, retry time.Duration, onError func(error)
 	}
 }
 
+// sweep forgets cached snapshots older than the bucket's TTL: the bucket
+// has expired them, and expiry is not reported to watchers. (A record
+// without SeenAt was not written by queuewatch; its age is unknown.)
+func (s *KV) sweep(now time.Time) {
+	if s.cfg.TTL <= 0 {
+		return
+	}
+	s.cached.Range(func(k, v any) bool {
+		if e := v.(entry); !e.rec.SeenAt.IsZero() && now.Sub(e.rec.SeenAt) > s.cfg.TTL {
+			s.forget(k.(string), e.rev)
+		}
+		return true
+	})
+}
+
 // bucketCreated returns when the bucket's stream was created.
 func (s *KV) bucketCreated(ctx context.Context) (created time.Time, err error) {
 	err = s.use(ctx, func(kv jetstream.KeyValue) (err error) {
@@ -439,6 +498,7 @@ func (s *KV) watchOnce(ctx context.Context, check time.Duration) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ticker.C:
+			s.sweep(time.Now())
 			now, err := s.bucketCreated(ctx)
 			switch {
 			case err != nil && bucketGone(err):
@@ -465,7 +525,7 @@ func (s *KV) watchOnce(ctx context.Context, check time.Duration) error {
 				if json.Unmarshal(e.Value(), &rec) == nil {
 					s.remember(e.Key(), entry{rec, e.Revision()})
 				}
-			default: // delete, purge, TTL expiry
+			default: // delete or purge (a TTL expiry sends nothing: see sweep)
 				s.forget(e.Key(), e.Revision())
 			}
 		}

@@ -3,7 +3,6 @@ package snapshot
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -157,9 +156,9 @@ func TestGetRejectsForeignValue(t *testing.T) {
 	if _, err := kv.PutString(ctx, key, "not json"); err != nil {
 		t.Fatal(err)
 	}
-	_, _, _, err := s.Get(ctx, key)
-	if err == nil || !strings.Contains(err.Error(), "is not a snapshot") {
-		t.Errorf("err = %v", err)
+	_, rev, found, err := s.Get(ctx, key)
+	if !errors.Is(err, ErrNotSnapshot) || !found || rev == 0 {
+		t.Errorf("Get = rev %d, found %v, err %v; want ErrNotSnapshot with the revision", rev, found, err)
 	}
 }
 
@@ -205,5 +204,53 @@ func TestMaskedKey(t *testing.T) {
 		if got := masked(key); got != want {
 			t.Errorf("masked(%q) = %q, want %q", key, got, want)
 		}
+	}
+}
+
+func TestOpenAppliesTheConfiguredTTL(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	if _, err := Open(ctx, js, Config{TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, js, Config{TTL: 720 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := js.KeyValue(ctx, DefaultBucket)
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 720*time.Hour {
+		t.Errorf("bucket TTL = %v, want the configured 720h", st.TTL())
+	}
+}
+
+func TestSweepForgetsExpiredSnapshots(t *testing.T) {
+	srv := natstest.Run(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	s, err := Open(ctx, js, Config{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old, fresh := JobKey("918527184400", "old"), JobKey("918527184400", "fresh")
+	if _, err := s.Create(ctx, old, Record{Snapshot: diff.Snapshot{Status: "sent"}, SeenAt: now.Add(-2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, fresh, Record{Snapshot: diff.Snapshot{Status: "sent"}, SeenAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	s.sweep(now)
+	if _, ok := s.Cached(old); ok {
+		t.Error("a snapshot older than the TTL is still cached")
+	}
+	if _, ok := s.Cached(fresh); !ok {
+		t.Error("a fresh snapshot was forgotten")
+	}
+	if s.Len() != 1 {
+		t.Errorf("Len = %d, want 1", s.Len())
 	}
 }

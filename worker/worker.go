@@ -19,6 +19,7 @@ import (
 	"github.com/queuewatch/queuewatch/diff"
 	"github.com/queuewatch/queuewatch/events"
 	"github.com/queuewatch/queuewatch/periskope"
+	"github.com/queuewatch/queuewatch/publisher"
 	"github.com/queuewatch/queuewatch/snapshot"
 )
 
@@ -366,6 +367,12 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 	defer cancel()
 	for range maxConflicts {
 		rec, rev, found, err := w.store.Get(ctx, key)
+		if errors.Is(err, snapshot.ErrNotSnapshot) {
+			// Something else wrote the key: decide as if nothing were
+			// known of the job, and overwrite it at its revision.
+			w.logger(t).Warn("replacing a snapshot key that holds something else", zap.String("queue_id", j.QueueID), zap.Error(err))
+			rec, err = snapshot.Record{}, nil
+		}
 		if err != nil {
 			return err
 		}
@@ -379,6 +386,12 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 		case d.Kind == diff.Event:
 			if err := w.pub.Publish(ctx, event(t, j, d, now)); err != nil {
 				w.obs.PublishFailed()
+				if errors.Is(err, publisher.ErrUnpublishable) {
+					// Retrying cannot help, and failing the poll would hold
+					// back every job after this one: skip it, commit nothing.
+					w.logger(t).Error("skipped a job whose event cannot be published", zap.String("queue_id", j.QueueID), zap.Error(err))
+					return nil
+				}
 				return err
 			}
 			w.obs.EventPublished(j.Status)

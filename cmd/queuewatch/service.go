@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -85,11 +84,9 @@ func runService(ctx context.Context, stderr io.Writer) error {
 	}
 	defer client.CloseIdleConnections()
 	p := pipeline{cfg: cfg, log: log, lister: client, targets: cfg.Targets(), health: h, observer: m}
-	err = p.run(ctx, nc)
-	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-		log.Warn("drain NATS connection", zap.Error(derr))
-	}
-	return err
+	// Every publish and commit waited for its acknowledgement, so there is
+	// nothing to drain: the deferred Close ends the connection.
+	return p.run(ctx, nc)
 }
 
 // pipeline wires the stream, the snapshot bucket and the worker for a lister
