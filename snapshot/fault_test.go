@@ -58,34 +58,58 @@ func newFaultFixture(t *testing.T, srv *natstest.Server) *faultFixture {
 // Open gave it and holds every record the store knew.
 func (f *faultFixture) checkBucketBack(t *testing.T) {
 	t.Helper()
+	// A store that did not itself meet the deleted bucket learns of the new
+	// one from its watcher's periodic check (about a second): wait for it.
+	var problems []string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if problems = f.bucketBackProblems(t); len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+}
+
+func (f *faultFixture) bucketBackProblems(t *testing.T) (problems []string) {
+	t.Helper()
+	fail := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 	ctx := context.Background()
 	kv, err := f.js.KeyValue(ctx, DefaultBucket)
 	if err != nil {
-		t.Fatalf("bucket after re-creation: %v", err)
+		fail("bucket after re-creation: %v", err)
+		return problems
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		t.Fatal(err)
+		fail("%v", err)
+		return problems
 	}
 	cfg := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config
 	if cfg.MaxAge != time.Hour || cfg.MaxMsgsPerSubject != 1 || cfg.Storage != jetstream.FileStorage || cfg.Description == "" {
-		t.Errorf("re-created bucket has another configuration: TTL %v, history %d, storage %v, description %q",
+		fail("re-created bucket has another configuration: TTL %v, history %d, storage %v, description %q",
 			cfg.MaxAge, cfg.MaxMsgsPerSubject, cfg.Storage, cfg.Description)
 	}
 	fresh := openStore(t, f.js) // another process: reads the bucket, not a cache
 	for key, want := range f.recs {
 		got, _, found, err := fresh.Get(ctx, key)
 		if err != nil || !found {
-			t.Errorf("%s after re-creation: found=%v err=%v", key, found, err)
+			fail("%s after re-creation: found=%v err=%v", key, found, err)
 			continue
 		}
 		if got.Snapshot != want.Snapshot || !got.SeenAt.Equal(want.SeenAt) {
-			t.Errorf("%s after re-creation = %+v, want %+v", key, got, want)
+			fail("%s after re-creation = %+v, want %+v", key, got, want)
 		}
 	}
 	if at, err := fresh.Baselined(ctx, f.target); err != nil || at.IsZero() {
-		t.Errorf("baseline marker after re-creation: %v, %v (a restart would baseline again)", at, err)
+		fail("baseline marker after re-creation: %v, %v (a restart would baseline again)", at, err)
 	}
+	return problems
 }
 
 // TestFaultBucketDeletedIsRecreated deletes the snapshot bucket under a

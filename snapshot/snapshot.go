@@ -83,8 +83,19 @@ func (s *KV) use(ctx context.Context, op func(jetstream.KeyValue) error) error {
 		return op(s.kv.Load().KeyValue)
 	}
 	err := try()
-	if err != nil && s.recreate(ctx, err) {
-		err = try()
+	// The bucket is gone: bind it again (re-creating and refilling it) and
+	// retry. A bucket just created may not answer at once, and its refill
+	// may need another go: a few attempts, a little apart.
+	for attempt := 1; err != nil && bucketGone(err) && attempt <= 5 && ctx.Err() == nil; attempt++ {
+		if s.rebind(ctx) == nil {
+			if err = try(); err == nil || !bucketGone(err) {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
 	}
 	return err
 }
@@ -169,16 +180,6 @@ func bucketGone(err error) bool {
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
-// recreate is called when an operation failed with err. If err can mean
-// the bucket was deleted, it binds to the bucket again (see rebind) and
-// reports whether the operation should be retried once.
-func (s *KV) recreate(ctx context.Context, err error) bool {
-	if !bucketGone(err) || ctx.Err() != nil {
-		return false
-	}
-	return s.rebind(ctx) == nil
-}
-
 // rebind binds to the bucket again, creating it with Open's configuration
 // if it is gone. If the bucket is not the one the store knew (this store
 // or another replica re-created it), it is refilled from the cache first:
@@ -202,11 +203,8 @@ func (s *KV) rebind(ctx context.Context) error {
 	if created.Equal(s.created) {
 		return nil
 	}
-	// The refill is not the job of whichever operation noticed the loss:
-	// it gets a context of its own, and counts as done only when complete
-	// (else the next operation tries again; keys already back are kept).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refillTimeout)
-	defer cancel()
+	// The refill counts as done only when complete: else the next
+	// operation tries again (keys already back are kept).
 	// Revisions start again in the new bucket: the cache takes the new
 	// ones, or 0 so that whatever the watcher reads next wins.
 	var failed error
@@ -236,9 +234,6 @@ func (s *KV) rebind(ctx context.Context) error {
 	s.created = created
 	return nil
 }
-
-// refillTimeout bounds the refill of a re-created bucket.
-const refillTimeout = 2 * time.Minute
 
 // createdAt returns when the bucket's stream was created: a re-created
 // bucket has the same name and another creation time.
