@@ -185,8 +185,15 @@ func (r *replica) stop(t testing.TB) {
 // it, recorded by streamEvents for checkCloudEvent's schema validation.
 var rawPayloads sync.Map
 
-// streamEvents returns every event the stream holds, in stream order.
-func (e *env) streamEvents(t testing.TB) []events.Event {
+// streamMsg is an event of the stream with the time the stream stored it.
+type streamMsg struct {
+	ev     events.Event
+	stored time.Time
+}
+
+// streamMsgs returns every event the stream holds, in stream order, and
+// checks each message's Nats-Msg-Id against its event id.
+func (e *env) streamMsgs(t testing.TB) []streamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -198,7 +205,7 @@ func (e *env) streamEvents(t testing.TB) []events.Event {
 	if err != nil {
 		t.Fatalf("stream info: %v", err)
 	}
-	var out []events.Event
+	var out []streamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -215,7 +222,18 @@ func (e *env) streamEvents(t testing.TB) []events.Event {
 			t.Errorf("message %d: Nats-Msg-Id %q, event id %q", seq, got, ev.ID)
 		}
 		rawPayloads.Store(ev.ID, m.Data)
-		out = append(out, ev)
+		out = append(out, streamMsg{ev, m.Time})
+	}
+	return out
+}
+
+// streamEvents returns every event the stream holds, in stream order.
+func (e *env) streamEvents(t testing.TB) []events.Event {
+	t.Helper()
+	msgs := e.streamMsgs(t)
+	out := make([]events.Event, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ev
 	}
 	return out
 }

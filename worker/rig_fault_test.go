@@ -26,7 +26,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/queuewatch/queuewatch/diff"
-	"github.com/queuewatch/queuewatch/events"
 	"github.com/queuewatch/queuewatch/periskope"
 	"github.com/queuewatch/queuewatch/periskope/periskopetest"
 	"github.com/queuewatch/queuewatch/publisher"
@@ -186,42 +185,6 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// streamMsg is an event with the time the stream stored it.
-type streamMsg struct {
-	ev     events.Event
-	stored time.Time
-}
-
-func (e *env) streamMsgs(t testing.TB) []streamMsg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := e.js.Stream(ctx, events.Stream)
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream info: %v", err)
-	}
-	var out []streamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatalf("get msg %d: %v", seq, err)
-		}
-		ev, err := events.Decode(m.Data)
-		if err != nil {
-			t.Fatalf("stream message %d: %v", seq, err)
-		}
-		out = append(out, streamMsg{ev, m.Time})
-	}
-	return out
 }
 
 // kvState returns the revision of every key of phone in the bucket (its
