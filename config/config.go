@@ -179,7 +179,7 @@ func (c *Config) Validate() error {
 		checkPositive("QUEUEWATCH_POLL_INTERVAL", c.PollInterval),
 		checkPositive("QUEUEWATCH_REQUEST_TIMEOUT", c.RequestTimeout),
 		checkRate(c.RateLimit),
-		checkPositive("QUEUEWATCH_SHUTDOWN_GRACE", c.ShutdownGrace),
+		c.checkShutdownGrace(),
 		c.checkNATSURL(),
 		checkFile("QUEUEWATCH_NATS_CREDS", c.NATSCreds),
 		c.checkNATSAuth(),
@@ -351,6 +351,18 @@ func checkPositive(v string, d time.Duration) *Error {
 func checkMaxAge(d time.Duration) *Error {
 	if d < 0 {
 		return invalid("QUEUEWATCH_STREAM_MAX_AGE", d)
+	}
+	return nil
+}
+
+func (c *Config) checkShutdownGrace() *Error {
+	const v = "QUEUEWATCH_SHUTDOWN_GRACE"
+	if err := checkPositive(v, c.ShutdownGrace); err != nil {
+		return err
+	}
+	if c.ShutdownGrace < c.RequestTimeout {
+		return &Error{Var: v, Problem: fmt.Sprintf("%s is shorter than QUEUEWATCH_REQUEST_TIMEOUT (%s)", c.ShutdownGrace, c.RequestTimeout),
+			Expected: "a duration of at least QUEUEWATCH_REQUEST_TIMEOUT, which bounds the publish and commit that shutdown lets finish"}
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ func TestParseAllSet(t *testing.T) {
 		"QUEUEWATCH_POLL_INTERVAL":    "1m30s",
 		"QUEUEWATCH_REQUEST_TIMEOUT":  "3s",
 		"QUEUEWATCH_RATE_LIMIT":       "0",
-		"QUEUEWATCH_SHUTDOWN_GRACE":   "1s",
+		"QUEUEWATCH_SHUTDOWN_GRACE":   "4s",
 		"QUEUEWATCH_NATS_URL":         "nats://a:4222, tls://b:4222,ws://c,wss://d",
 		"QUEUEWATCH_NATS_CREDS":       creds,
 		"QUEUEWATCH_NATS_USER":        "u",
@@ -117,7 +117,7 @@ func TestParseAllSet(t *testing.T) {
 	want := &Config{
 		APIKey: "key", APIURL: "http://localhost:9000/v1",
 		Phones: []string{"918527184400"}, Broadcasts: []string{"918527184400:bc-1"},
-		PollInterval: 90 * time.Second, RequestTimeout: 3 * time.Second, RateLimit: 0, ShutdownGrace: time.Second,
+		PollInterval: 90 * time.Second, RequestTimeout: 3 * time.Second, RateLimit: 0, ShutdownGrace: 4 * time.Second,
 		NATSURL: "nats://a:4222, tls://b:4222,ws://c,wss://d", NATSCreds: creds,
 		NATSUser: "u", NATSPassword: "p", NATSToken: "t",
 		NATSTLSCert: cert, NATSTLSKey: key, NATSTLSCA: ca,
@@ -304,6 +304,8 @@ func TestErrors(t *testing.T) {
 			`QUEUEWATCH_STREAM_MAX_AGE: invalid value "forever": expected a duration such as 168h, or 0 to keep events forever`},
 		{"emit baseline", map[string]string{"QUEUEWATCH_EMIT_BASELINE": "yes"}, false,
 			`QUEUEWATCH_EMIT_BASELINE: invalid value "yes": expected true or false`},
+		{"grace shorter than a request", map[string]string{"QUEUEWATCH_SHUTDOWN_GRACE": "5s", "QUEUEWATCH_REQUEST_TIMEOUT": "10s"}, false,
+			`QUEUEWATCH_SHUTDOWN_GRACE: 5s is shorter than QUEUEWATCH_REQUEST_TIMEOUT (10s): expected a duration of at least QUEUEWATCH_REQUEST_TIMEOUT, which bounds the publish and commit that shutdown lets finish`},
 		{"subject detail", map[string]string{"QUEUEWATCH_SUBJECT_DETAIL": "on"}, false,
 			`QUEUEWATCH_SUBJECT_DETAIL: invalid value "on": expected true or false`},
 
