@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -17,9 +16,6 @@ import (
 	"github.com/queuewatch/queuewatch/internal/natstest"
 	"github.com/queuewatch/queuewatch/periskope"
 	"github.com/queuewatch/queuewatch/periskope/periskopetest"
-	"github.com/queuewatch/queuewatch/publisher"
-	"github.com/queuewatch/queuewatch/snapshot"
-	"github.com/queuewatch/queuewatch/worker"
 )
 
 // testKey is the API key of every test; a test checks it never leaks.
@@ -121,50 +117,14 @@ type replicaOpts struct {
 
 func (e *env) start(targets []periskope.Target, o replicaOpts) *replica {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	client, err := periskope.NewClient(periskope.Options{BaseURL: e.api.URL, APIKey: testKey, Timeout: 5 * time.Second})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	pub := publisher.New(e.js, publisher.Config{DuplicateWindow: 10 * time.Minute})
-	if err := pub.EnsureStream(ctx); err != nil {
-		e.t.Fatal(err)
-	}
-	store, err := snapshot.Open(ctx, e.js, snapshot.Config{TTL: time.Hour})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	r := &replica{cancel: cancel, done: make(chan error, 1), polls: o.polls}
-	if r.polls == nil {
-		r.polls = newPolls()
-	}
-	log := o.logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	var afterPublish func(string) error
-	if o.afterPublish != nil {
-		afterPublish = func(key string) error { return o.afterPublish(key, cancel) }
-	}
-	fast := func() backoff.BackOff { return backoff.NewConstantBackOff(10 * time.Millisecond) }
-	w := worker.New(client, pub, store, targets, worker.Options{
-		PollInterval: 10 * time.Millisecond,
-		EmitBaseline: o.emitBaseline,
-		SnapshotTTL:  time.Hour,
-		Backoff:      fast,
-		AuthBackoff:  fast,
-		Logger:       log,
-		AfterPoll:    r.polls.record,
-		AfterPublish: afterPublish,
-	})
-	var wg sync.WaitGroup
-	wg.Go(func() { store.Watch(ctx, 50*time.Millisecond, nil) })
-	go func() {
-		err := w.Run(ctx)
-		wg.Wait()
-		r.done <- err
-	}()
-	return r
+	return e.startRig(targets, rigOpts{
+		maxBody:       periskope.DefaultMaxBodyBytes,
+		commitTimeout: 10 * time.Second, // the worker's default
+		emitBaseline:  o.emitBaseline,
+		logger:        o.logger,
+		afterPublish:  o.afterPublish,
+		polls:         o.polls,
+	}).replica
 }
 
 // stop cancels the worker and waits for it to return.

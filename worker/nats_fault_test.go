@@ -33,21 +33,9 @@ func TestFaultNATSRestarts(t *testing.T) {
 		switch calls {
 		case 4, 8, 12: // an outage, after the step was seen
 			r.polls.waitFresh(t, targets)
-			failedBefore := 0
-			for _, p := range phones {
-				_, f := r.out.count(p)
-				failedBefore += f
-			}
+			failed := r.out.failedSince(phones)
 			e.nats.Shutdown()
 			w.advance() // the API moves on while NATS is down
-			failed := func() int {
-				n := 0
-				for _, p := range phones {
-					_, f := r.out.count(p)
-					n += f
-				}
-				return n - failedBefore
-			}
 			eventually(t, 30*time.Second, "polls failing while NATS is down", func() bool { return failed() >= 3 })
 			failedInOutages += failed()
 			e.nats.Restart()
@@ -103,20 +91,8 @@ func TestFaultPublishRejectedCommitsNothing(t *testing.T) {
 	if _, err := e.js.UpdateStream(ctx, full); err != nil {
 		t.Fatal(err)
 	}
-	failedBefore := 0
-	for _, p := range phones {
-		_, f := r.out.count(p)
-		failedBefore += f
-	}
+	failed := r.out.failedSince(phones)
 	w.advance() // dozens of transitions; room for 3
-	failed := func() int {
-		n := 0
-		for _, p := range phones {
-			_, f := r.out.count(p)
-			n += f
-		}
-		return n - failedBefore
-	}
 	eventually(t, 30*time.Second, "publishes refused", func() bool { return failed() >= 6 })
 	r.alive(t)
 	if got := len(e.streamMsgs(t)); got != int(info.State.Msgs)+room {

@@ -33,8 +33,7 @@ import (
 	"github.com/queuewatch/queuewatch/worker"
 )
 
-// rigOpts are the knobs of a fault test's worker; zero values pick what
-// e.start uses.
+// rigOpts are the knobs of a test's worker (e.start passes a few of them).
 type rigOpts struct {
 	baseURL      string        // API base URL (e.api.URL)
 	timeout      time.Duration // request timeout (5s)
@@ -43,6 +42,7 @@ type rigOpts struct {
 	// backoff and authBackoff (constant 10ms each).
 	backoff, authBackoff func() backoff.BackOff
 	commitTimeout        time.Duration // 5s
+	emitBaseline         bool
 	logger               *zap.Logger
 	// afterPublish runs between publish and commit; crash stops the
 	// worker as if its process died.
@@ -96,6 +96,7 @@ func (e *env) startRig(targets []periskope.Target, o rigOpts) *rig {
 	}
 	r.w = worker.New(client, pub, store, targets, worker.Options{
 		PollInterval:  cmp.Or(o.pollInterval, 10*time.Millisecond),
+		EmitBaseline:  o.emitBaseline,
 		SnapshotTTL:   time.Hour,
 		CommitTimeout: cmp.Or(o.commitTimeout, 5*time.Second),
 		Backoff:       o.backoff,
@@ -173,6 +174,21 @@ func (o *outcomes) count(phone string) (ok, failed int) {
 		}
 	}
 	return ok, failed
+}
+
+// failedSince returns a function counting the polls of phones that failed
+// after this call.
+func (o *outcomes) failedSince(phones []string) func() int {
+	total := func() int {
+		n := 0
+		for _, p := range phones {
+			_, f := o.count(p)
+			n += f
+		}
+		return n
+	}
+	before := total()
+	return func() int { return total() - before }
 }
 
 // eventually polls cond until it holds or the deadline passes.

@@ -357,25 +357,3 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// TestDemoPrintsEvents drives `queuewatch demo` for a short run: events are
-// printed and it stops cleanly when cancelled.
-func TestDemoPrintsEvents(t *testing.T) {
-	var out, errb lockedBuffer
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- runDemo(ctx, &out, &errb) }()
-	waitUntil(t, "three events printed", func() bool { return strings.Count(out.String(), "→") >= 3 })
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("demo: %v\n%s", err, errb.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("demo did not stop within 30s")
-	}
-	if !strings.Contains(out.String(), "nats sub") {
-		t.Errorf("the demo does not say how to connect a consumer:\n%s", out.String())
-	}
-}
