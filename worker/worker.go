@@ -353,11 +353,7 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 		// The cache only lags the bucket, and the bucket only moves forward,
 		// so "unchanged" or "stale" against the cache holds against the
 		// bucket too. Anything else is decided again on a fresh read.
-		switch d := diff.Compare(rec.Snapshot, true, cur, baseline); {
-		case d.Kind == diff.Stale:
-			w.stale(t, rec, j)
-			return nil
-		case d.Kind == diff.None && !w.needsRefresh(rec, now):
+		if w.nothingToWrite(t, j, rec, diff.Compare(rec.Snapshot, true, cur, baseline), now) {
 			return nil
 		}
 	}
@@ -377,13 +373,10 @@ func (w *Worker) handle(ctx context.Context, t periskope.Target, j periskope.Job
 			return err
 		}
 		d := diff.Compare(rec.Snapshot, found, cur, baseline)
-		switch {
-		case d.Kind == diff.Stale:
-			w.stale(t, rec, j)
+		if w.nothingToWrite(t, j, rec, d, now) {
 			return nil
-		case d.Kind == diff.None && !w.needsRefresh(rec, now):
-			return nil
-		case d.Kind == diff.Event:
+		}
+		if d.Kind == diff.Event {
 			if err := w.pub.Publish(ctx, event(t, j, d, now)); err != nil {
 				w.obs.PublishFailed()
 				if errors.Is(err, publisher.ErrUnpublishable) {
@@ -425,6 +418,20 @@ func (w *Worker) stale(t periskope.Target, rec snapshot.Record, j periskope.Job)
 	w.logger(t).Debug("ignored a stale read", zap.String("queue_id", j.QueueID),
 		zap.String("stored", rec.Status), zap.Int("stored_attempts", rec.Attempts),
 		zap.String("read", j.Status), zap.Int("read_attempts", j.Attempts))
+}
+
+// nothingToWrite reports whether decision d against rec leaves the job's
+// snapshot as it is: a stale read (noted) or no change, unless the
+// snapshot is old enough to be rewritten before the bucket expires it.
+func (w *Worker) nothingToWrite(t periskope.Target, j periskope.Job, rec snapshot.Record, d diff.Decision, now time.Time) bool {
+	switch {
+	case d.Kind == diff.Stale:
+		w.stale(t, rec, j)
+		return true
+	case d.Kind == diff.None:
+		return !w.needsRefresh(rec, now)
+	}
+	return false
 }
 
 func (w *Worker) needsRefresh(rec snapshot.Record, now time.Time) bool {
